@@ -1,0 +1,54 @@
+"""Request-scoped dependencies: the runtime, a database session and the calling tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from api.errors import ApiError
+from api.runtime import ApiRuntime
+from scriptorium.db.models import Tenant
+from scriptorium.logging import bind_context
+from scriptorium.tenants import authenticate
+
+
+def get_runtime(request: Request) -> ApiRuntime:
+    runtime: ApiRuntime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[ApiRuntime, Depends(get_runtime)]
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    with runtime.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_tenant(request: Request, session: SessionDep) -> Tenant:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "send Authorization: Bearer <api key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    tenant = authenticate(session, key.strip())
+    if tenant is None:
+        raise ApiError(
+            401, "unauthorized", "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"}
+        )
+    bind_context(tenant=tenant.name)
+    session.commit()  # end the read transaction before the request does real work
+    return tenant
+
+
+TenantDep = Annotated[Tenant, Depends(get_tenant)]

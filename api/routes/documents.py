@@ -1,0 +1,325 @@
+"""Documents: upload, status, listing, results, pages and cancellation."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import ValidationError
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.deps import RuntimeDep, SessionDep, TenantDep
+from api.errors import ApiError, error_body
+from api.presenters import present_document, present_page, present_page_result
+from api.schemas import DocumentList, DocumentOut, DocumentResult, ErrorResponse, PageOut
+from scriptorium.db.models import Document, Page, Tenant
+from scriptorium.errors import ReasonCode
+from scriptorium.lifecycle import cancel_document, page_state_counts
+from scriptorium.logging import bind_context, get_logger
+from scriptorium.page_ranges import parse_page_selection
+from scriptorium.policy import RoutingPolicy
+from scriptorium.results import assemble_markdown, failed_pages
+from scriptorium.states import DocumentState
+from scriptorium.storage import StorageUnavailable, UploadTooLarge, raw_key
+
+router = APIRouter(prefix="/v1/documents", tags=["documents"])
+log = get_logger(__name__)
+
+TASKS = ("markdown", "free_ocr", "figure")
+MAX_METADATA_BYTES = 16 * 1024
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+    409: {"model": ErrorResponse},
+    413: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+    503: {"model": ErrorResponse},
+}
+
+
+def _base_url(request: Request, runtime: RuntimeDep) -> str:
+    return runtime.settings.api.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+
+
+def _own_document(session: Session, tenant: Tenant, document_id: uuid.UUID) -> Document:
+    document = session.execute(
+        select(Document).where(Document.id == document_id, Document.tenant_id == tenant.id)
+    ).scalar_one_or_none()
+    if document is None:
+        raise ApiError(404, "not_found", f"no document {document_id}")
+    return document
+
+
+def _policy(tenant: Tenant, mode: str, policy_json: str | None) -> RoutingPolicy:
+    fields: dict[str, Any] = dict(tenant.routing_policy or {})
+    if policy_json:
+        try:
+            extra = json.loads(policy_json)
+        except json.JSONDecodeError as error:
+            raise ApiError(422, "invalid_policy", f"policy is not valid JSON: {error.msg}") from error
+        if not isinstance(extra, dict):
+            raise ApiError(422, "invalid_policy", "policy must be a JSON object")
+        fields.update(extra)
+    if mode:
+        fields["mode"] = mode
+    try:
+        return RoutingPolicy.model_validate(fields)
+    except ValidationError as error:
+        raise ApiError(422, "invalid_policy", str(error.errors()[0]["msg"])) from error
+
+
+def _metadata(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    if len(text.encode()) > MAX_METADATA_BYTES:
+        raise ApiError(422, "invalid_metadata", f"metadata is larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ApiError(422, "invalid_metadata", f"metadata is not valid JSON: {error.msg}") from error
+    if not isinstance(value, dict):
+        raise ApiError(422, "invalid_metadata", "metadata must be a JSON object")
+    return value
+
+
+def _accepted(
+    document: Document, session: Session, base_url: str, retry_after: int, *, replay: bool
+) -> Response:
+    body = present_document(document, page_state_counts(session, document.id), base_url)
+    headers = {"Location": body.links.self, "Retry-After": str(retry_after)}
+    if replay:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(body.model_dump(mode="json"), status_code=202, headers=headers)
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=DocumentOut,
+    responses=ERRORS,
+    summary="Upload a document for OCR",
+)
+def upload_document(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    tenant: TenantDep,
+    file: Annotated[UploadFile, File(description="the document: PDF, PNG, JPEG, TIFF or WebP")],
+    pages: Annotated[str | None, Form(description="pages to read, e.g. 1-3,5 (default: all)")] = None,
+    mode: Annotated[str, Form(description="auto, or a fixed mode: tiny, small, base, large, gundam")] = "",
+    task: Annotated[Literal["markdown", "free_ocr", "figure"], Form()] = "markdown",
+    policy: Annotated[
+        str | None, Form(description='routing policy JSON, e.g. {"target_ratio": 8, "max_mode": "large"}')
+    ] = None,
+    metadata: Annotated[str | None, Form(description="a JSON object stored with the document")] = None,
+    password: Annotated[str | None, Form(description="password of an encrypted PDF")] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
+) -> Response:
+    settings = runtime.settings
+    base_url = _base_url(request, runtime)
+    if idempotency_key:
+        existing = session.execute(
+            select(Document).where(
+                Document.tenant_id == tenant.id, Document.idempotency_key == idempotency_key
+            )
+        ).scalar_one_or_none()
+        if existing is not None:
+            return _accepted(existing, session, base_url, settings.api.retry_after_s, replay=True)
+    if pages:
+        parse_page_selection(pages)
+    routing_policy = _policy(tenant, mode, policy)
+    client_metadata = _metadata(metadata)
+    declared = request.headers.get("content-length")
+    limit = settings.limits.max_upload_bytes
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise ApiError(413, ReasonCode.TOO_LARGE.value, f"uploads are limited to {limit} bytes")
+
+    document_id = uuid.uuid4()
+    bind_context(document_id=str(document_id))
+    key = raw_key(tenant.id, document_id)
+    try:
+        stored = runtime.store.put_stream(key, file.file, limit=limit)
+    except UploadTooLarge as error:
+        raise ApiError(
+            413, ReasonCode.TOO_LARGE.value, f"uploads are limited to {error.limit} bytes"
+        ) from error
+    except StorageUnavailable as error:
+        log.error("upload.storage_failed", error=str(error))
+        raise ApiError(
+            503,
+            ReasonCode.STORAGE.value,
+            "object storage is unavailable; retry later",
+            headers={"Retry-After": "10"},
+        ) from error
+
+    document = Document(
+        id=document_id,
+        tenant_id=tenant.id,
+        state=DocumentState.RECEIVED.value,
+        idempotency_key=idempotency_key,
+        filename=(file.filename or None) and file.filename[:1024],
+        size_bytes=stored.size,
+        sha256=stored.sha256,
+        raw_key=key,
+        page_selection=pages,
+        task=task,
+        routing_policy=routing_policy.model_dump(mode="json"),
+        client_metadata=client_metadata,
+        pdf_password=password or None,
+        request_id=request.state.request_id,
+    )
+    session.add(document)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        runtime.store.delete(key)
+        existing = session.execute(
+            select(Document).where(
+                Document.tenant_id == tenant.id, Document.idempotency_key == idempotency_key
+            )
+        ).scalar_one()
+        return _accepted(existing, session, base_url, settings.api.retry_after_s, replay=True)
+    log.info("document.received", size=stored.size, sha256=stored.sha256, task=task)
+    if runtime.publisher.send_prepare(document.id, document.request_id):
+        document.prepare_dispatched_at = datetime.now().astimezone()
+        session.commit()
+    return _accepted(document, session, base_url, settings.api.retry_after_s, replay=False)
+
+
+def _encode_cursor(document: Document) -> str:
+    raw = f"{document.created_at.isoformat()}|{document.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, _, ident = raw.partition("|")
+        return datetime.fromisoformat(created), uuid.UUID(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
+        raise ApiError(422, "invalid_cursor", "the cursor is not one this API issued") from error
+
+
+@router.get("", response_model=DocumentList, responses=ERRORS, summary="List documents, newest first")
+def list_documents(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    tenant: TenantDep,
+    state: Annotated[DocumentState | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query()] = None,
+) -> DocumentList:
+    query = select(Document).where(Document.tenant_id == tenant.id)
+    if state is not None:
+        query = query.where(Document.state == state.value)
+    if cursor:
+        created, ident = _decode_cursor(cursor)
+        query = query.where(
+            or_(Document.created_at < created, and_(Document.created_at == created, Document.id < ident))
+        )
+    rows = list(
+        session.execute(
+            query.order_by(Document.created_at.desc(), Document.id.desc()).limit(limit + 1)
+        ).scalars()
+    )
+    base_url = _base_url(request, runtime)
+    items = [present_document(d, page_state_counts(session, d.id), base_url) for d in rows[:limit]]
+    return DocumentList(
+        items=items, next_cursor=_encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    )
+
+
+@router.get("/{document_id}", response_model=DocumentOut, responses=ERRORS, summary="A document's status")
+def get_document(
+    document_id: uuid.UUID, request: Request, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
+) -> DocumentOut:
+    document = _own_document(session, tenant, document_id)
+    return present_document(document, page_state_counts(session, document.id), _base_url(request, runtime))
+
+
+@router.get(
+    "/{document_id}/result",
+    response_model=DocumentResult,
+    responses={**ERRORS, 200: {"content": {"text/markdown": {}}, "model": DocumentResult}},
+    summary="The document's result once it is terminal",
+)
+def get_result(
+    document_id: uuid.UUID,
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    tenant: TenantDep,
+    format: Annotated[Literal["markdown", "json"], Query()] = "json",
+) -> Response:
+    document = _own_document(session, tenant, document_id)
+    if not document.document_state.is_terminal:
+        raise ApiError(
+            409,
+            "not_ready",
+            f"the document is {document.state}; results exist once it is terminal",
+            headers={"Retry-After": str(runtime.settings.api.retry_after_s)},
+        )
+    pages = list(session.execute(select(Page).where(Page.document_id == document.id)).scalars())
+    failed = failed_pages(pages)
+    if format == "markdown":
+        headers = {"X-Failed-Pages": ",".join(map(str, failed))} if failed else {}
+        return PlainTextResponse(assemble_markdown(pages), media_type="text/markdown", headers=headers)
+    base_url = _base_url(request, runtime)
+    result = DocumentResult(
+        document=present_document(document, page_state_counts(session, document.id), base_url),
+        pages=[present_page_result(page, runtime.store) for page in sorted(pages, key=lambda p: p.page_no)],
+        failed_pages=failed,
+    )
+    return JSONResponse(result.model_dump(mode="json"))
+
+
+@router.get(
+    "/{document_id}/pages/{page_no}",
+    response_model=PageOut,
+    responses=ERRORS,
+    summary="One page: result, image link, routing decision and tokens",
+)
+def get_page(
+    document_id: uuid.UUID, page_no: int, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
+) -> PageOut:
+    document = _own_document(session, tenant, document_id)
+    page = session.get(Page, (document.id, page_no))
+    if page is None:
+        raise ApiError(404, "not_found", f"document {document_id} has no selected page {page_no}")
+    return present_page(page, runtime.store)
+
+
+@router.delete(
+    "/{document_id}",
+    status_code=202,
+    response_model=DocumentOut,
+    responses=ERRORS,
+    summary="Cancel a document: pages not yet read never reach a GPU",
+)
+def cancel(
+    document_id: uuid.UUID, request: Request, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
+) -> Response:
+    document = _own_document(session, tenant, document_id)
+    locked = session.execute(
+        select(Document).where(Document.id == document.id).with_for_update()
+    ).scalar_one()
+    if locked.document_state.is_terminal:
+        session.rollback()
+        return JSONResponse(
+            error_body("already_terminal", f"the document is already {locked.state}"), status_code=409
+        )
+    cancel_document(session, locked)
+    session.commit()
+    log.info("document.cancelled")
+    body = present_document(locked, page_state_counts(session, locked.id), _base_url(request, runtime))
+    return JSONResponse(body.model_dump(mode="json"), status_code=202)

@@ -1,0 +1,36 @@
+"""What the API process builds once at start-up and shares between requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from scriptorium.db.session import make_engine, make_session_factory
+from scriptorium.queueing import Publisher, create_celery
+from scriptorium.settings import Settings
+from scriptorium.storage import ObjectStore
+
+
+@dataclass
+class ApiRuntime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: ObjectStore
+    publisher: Publisher
+
+    @classmethod
+    def build(cls, settings: Settings) -> ApiRuntime:
+        engine = make_engine(settings.db)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=make_session_factory(engine),
+            store=ObjectStore(settings.storage),
+            publisher=Publisher(create_celery(settings)),
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()

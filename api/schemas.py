@@ -1,0 +1,120 @@
+"""Response models: the API's published contract."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class TokenTotals(BaseModel):
+    vision: int = Field(description="encoder features fed to the decoder (the paper's vision tokens)")
+    valid: int = Field(description="vision tokens that do not cover padding (paper Eq. 1)")
+    placeholders: int = Field(description="<image> placeholder ids in prompts")
+    prompt: int
+    output: int
+
+
+class DocumentLinks(BaseModel):
+    self: str
+    result_markdown: str
+    result_json: str
+
+
+class DocumentOut(BaseModel):
+    id: uuid.UUID
+    state: str
+    filename: str | None
+    kind: str | None
+    size_bytes: int
+    sha256: str
+    task: str
+    routing_policy: dict[str, Any]
+    page_selection: str | None
+    metadata: dict[str, Any]
+    page_count: int | None = Field(description="pages in the file")
+    pages_total: int = Field(description="pages selected for OCR")
+    pages: dict[str, int] = Field(description="selected pages by state")
+    tokens: TokenTotals
+    ocr_attempts: int
+    escalations: int
+    engine_seconds: float
+    error: ErrorDetail | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: DocumentLinks
+
+
+class DocumentList(BaseModel):
+    items: list[DocumentOut]
+    next_cursor: str | None
+
+
+class FigureOut(BaseModel):
+    name: str
+    box: list[int]
+    url: str
+
+
+class BlockOut(BaseModel):
+    label: str
+    boxes: list[list[int]]
+    text: str
+
+
+class PageOut(BaseModel):
+    document_id: uuid.UUID
+    page_no: int
+    state: str
+    width: int
+    height: int
+    dpi: int | None
+    planned_mode: str | None
+    mode: str | None
+    grid: list[int] | None
+    routing: dict[str, Any] = Field(description="page facts, predicted text tokens, chosen mode and reason")
+    tokens: TokenTotals
+    compression_ratio: float | None
+    finished: bool | None
+    under_read: bool
+    attempts: int
+    escalations: int
+    ocr_attempts: list[dict[str, Any]]
+    engine_seconds: float
+    model_revision: str | None
+    markdown: str | None
+    blocks: list[BlockOut]
+    figures: list[FigureOut]
+    image_url: str
+    error: ErrorDetail | None
+
+
+class PageResultOut(BaseModel):
+    page_no: int
+    state: str
+    mode: str | None
+    markdown: str | None
+    blocks: list[BlockOut]
+    figures: list[FigureOut]
+    tokens: TokenTotals
+    under_read: bool
+    error: ErrorDetail | None
+
+
+class DocumentResult(BaseModel):
+    document: DocumentOut
+    pages: list[PageResultOut]
+    failed_pages: list[int]

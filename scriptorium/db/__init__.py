@@ -1,0 +1,1 @@
+"""Postgres schema and session handling; Postgres is the source of truth."""

@@ -1,0 +1,251 @@
+"""The relational schema: tenants, API keys, documents, pages, events and the usage ledger.
+
+Page results (markdown, blocks) live here; page images, figure crops and assembled document
+files live in object storage and are referenced by key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from scriptorium.states import DocumentState, EventType, PageState
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _in(column: str, values: Any) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSONB, list[Any]: JSONB}
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    routing_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # default policy for uploads
+    created_at: Mapped[datetime] = _now()
+
+    api_keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant")
+
+
+class ApiKey(Base):
+    """An API key; only its SHA-256 is stored, the prefix finds the row."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _now()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    tenant: Mapped[Tenant] = relationship(back_populates="api_keys")
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (
+        CheckConstraint(_in("state", DocumentState), name="state"),
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_documents_tenant_idempotency"),
+        Index("ix_documents_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_documents_state_updated", "state", "updated_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    state: Mapped[str] = mapped_column(String(16), default=DocumentState.RECEIVED.value)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    filename: Mapped[str | None] = mapped_column(String(1024))
+    kind: Mapped[str | None] = mapped_column(String(16))  # sniffed type
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    raw_key: Mapped[str] = mapped_column(String(1024))
+    page_selection: Mapped[str | None] = mapped_column(String(1024))  # "1-3,5" as requested
+    task: Mapped[str] = mapped_column(String(16))
+    routing_policy: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    client_metadata: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    pdf_password: Mapped[str | None] = mapped_column(Text)  # wiped once the document is prepared
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+    page_count: Mapped[int | None] = mapped_column(Integer)  # pages in the file
+    pages_total: Mapped[int] = mapped_column(Integer, default=0)  # pages selected for OCR
+    prepare_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    prepare_lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    prepare_dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    vision_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    valid_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    placeholder_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    ocr_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    escalations: Mapped[int] = mapped_column(Integer, default=0)
+    engine_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    result_markdown_key: Mapped[str | None] = mapped_column(String(1024))
+    result_json_key: Mapped[str | None] = mapped_column(String(1024))
+
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    pages: Mapped[list[Page]] = relationship(back_populates="document", order_by="Page.page_no")
+
+    @property
+    def document_state(self) -> DocumentState:
+        return DocumentState(self.state)
+
+
+class Page(Base):
+    __tablename__ = "pages"
+    __table_args__ = (
+        CheckConstraint(_in("state", PageState), name="state"),
+        CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
+        Index(
+            "ix_pages_work",
+            "state",
+            "dispatched_at",
+            postgresql_where=text("state IN ('queued', 'running')"),
+        ),
+        Index(
+            "ix_pages_batchable",
+            "planned_mode",
+            "dispatched_at",
+            postgresql_where=text("state = 'queued'"),
+        ),
+        Index(
+            "ix_pages_lease",
+            "lease_expires_at",
+            postgresql_where=text("state = 'running'"),
+        ),
+    )
+
+    document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id"), primary_key=True)
+    page_no: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1-based page of the file
+    state: Mapped[str] = mapped_column(String(16), default=PageState.QUEUED.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    lease_token: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    image_key: Mapped[str] = mapped_column(String(1024))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    dpi: Mapped[int | None] = mapped_column(Integer)
+    routing: Mapped[dict[str, Any]] = mapped_column(JSONB)  # facts, prediction, reason, source
+    planned_mode: Mapped[str | None] = mapped_column(String(16))  # routed mode; None for skipped pages
+    mode: Mapped[str | None] = mapped_column(String(16))  # the mode of the kept result
+    grid: Mapped[list[Any] | None] = mapped_column(JSONB)
+
+    vision_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    valid_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    placeholder_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    escalations: Mapped[int] = mapped_column(Integer, default=0)
+    engine_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    compression_ratio: Mapped[float | None] = mapped_column(Float)
+    finished: Mapped[bool | None] = mapped_column(Boolean)
+    under_read: Mapped[bool] = mapped_column(Boolean, default=False)
+    ocr_attempts: Mapped[list[Any]] = mapped_column(JSONB, default=list)  # every engine run, kept or not
+    model_revision: Mapped[str | None] = mapped_column(String(64))
+
+    markdown: Mapped[str | None] = mapped_column(Text)
+    blocks: Mapped[list[Any] | None] = mapped_column(JSONB)
+    figures: Mapped[list[Any] | None] = mapped_column(JSONB)  # [{name, key, box}]
+
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    document: Mapped[Document] = relationship(back_populates="pages")
+
+    @property
+    def page_state(self) -> PageState:
+        return PageState(self.state)
+
+
+class Event(Base):
+    """A state transition clients are told about; written in the transaction that causes it."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        CheckConstraint(_in("type", EventType), name="type"),
+        # One terminal event per document, whatever duplicate tasks try.
+        UniqueConstraint("document_id", "type", name="uq_events_document_type"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
+    document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id"))
+    type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()
+
+
+class UsageEntry(Base):
+    """Append-only: one row per engine run of a page (escalations are separate rows)."""
+
+    __tablename__ = "usage_ledger"
+    __table_args__ = (Index("ix_usage_ledger_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID)
+    document_id: Mapped[uuid.UUID] = mapped_column(UUID, index=True)
+    page_no: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(16))
+    vision_tokens: Mapped[int] = mapped_column(Integer)
+    valid_tokens: Mapped[int] = mapped_column(Integer)
+    placeholder_tokens: Mapped[int] = mapped_column(Integer)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    output_tokens: Mapped[int] = mapped_column(Integer)
+    engine_seconds: Mapped[float] = mapped_column(Float)
+    escalation: Mapped[bool] = mapped_column(Boolean)
+    model_revision: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _now()

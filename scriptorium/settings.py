@@ -1,0 +1,213 @@
+"""Configuration, read once at process start and passed down.
+
+Every value comes from ``SCRIPTORIUM_*`` environment variables (``__`` separates a section
+from its field, e.g. ``SCRIPTORIUM_DB__URL``) or a ``.env`` file. Nothing reads the
+environment at import time: entry points call :func:`load_settings` and hand the result to
+what they build.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scriptorium.modes import DEFAULT_MAX_CROPS, DEFAULT_MIN_CROPS
+
+DEFAULT_SECRET = "change-me"  # noqa: S105 - the sentinel production refuses to start with
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class DatabaseSettings(BaseModel):
+    url: str = "postgresql+psycopg://scriptorium:scriptorium@127.0.0.1:5432/scriptorium"
+    pool_size: int = 5
+    statement_timeout_ms: int = 30_000
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+    visibility_timeout_s: int = 3600  # far above the page hard time limit
+
+
+class StorageSettings(BaseModel):
+    endpoint: str = "127.0.0.1:9000"
+    access_key: str = "scriptorium"
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
+    bucket: str = "scriptorium"
+    secure: bool = False
+    region: str | None = None
+    presign_ttl_s: int = 3600
+    # Endpoint used when signing links for clients, when it differs from the internal one.
+    public_endpoint: str | None = None
+
+
+class EngineSettings(BaseModel):
+    model_path: str = "/models/DeepSeek-OCR"  # a local directory in the published layout, or a hub id
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bfloat16 | float16 | float32
+    attention: str = "auto"  # auto | sdpa | flash_attention_2 | eager
+    min_crops: int = DEFAULT_MIN_CROPS
+    max_crops: int = DEFAULT_MAX_CROPS
+    max_context: int = 8192
+    max_new_tokens: int | None = None  # None: the context minus the prompt
+    ngram_size: int = 20
+    ngram_window: int = 50
+    ngram_whitelist: list[int] = Field(default_factory=lambda: [128821, 128822])
+    batch_token_budget: int = 16_384  # prompt + new tokens of all pages in one forward pass
+    max_batch_pages: int = 8
+    warmup: bool = True
+
+
+class PrepareSettings(BaseModel):
+    dpi: int = 144
+    max_bytes: int = 512 * 1024 * 1024
+    max_pages: int = 2000
+    max_page_pixels: int = 40_000_000  # a page rasterised above this fails as page_too_large
+    render_timeout_s: int = 120
+    render_memory_mb: int = 2048
+
+
+class LimitsSettings(BaseModel):
+    max_upload_bytes: int = 512 * 1024 * 1024
+    page_attempts: int = 3
+    lease_s: int = 120
+    page_soft_time_limit_s: int = 540
+    page_hard_time_limit_s: int = 600
+    lost_message_after_s: int = 300  # a queued page without progress this long is re-sent
+    sweep_interval_s: float = 15.0
+    dispatch_depth: int = 64  # most page messages kept in the broker per queue
+
+
+class LogSettings(BaseModel):
+    level: str = "INFO"
+    json_output: bool | None = None  # None: JSON in production, readable otherwise
+
+
+class ApiSettings(BaseModel):
+    host: str = "0.0.0.0"  # noqa: S104 - the API container listens on all interfaces
+    port: int = 8000
+    public_url: str = "http://localhost:8000"
+    retry_after_s: int = 5
+
+
+class WebhookSettings(BaseModel):
+    """Delivery of signed completion webhooks (Standard Webhooks)."""
+
+    allow_http: bool = False  # plain http receivers; development and tests only
+    # Non-global networks receivers may nevertheless resolve to (e.g. ["127.0.0.1/32"] in tests).
+    allowed_networks: list[str] = Field(default_factory=list)
+    connect_timeout_s: float = 5.0
+    total_timeout_s: float = 15.0
+    # Delay after the 1st, 2nd, … failed attempt; once exhausted the delivery is dead.
+    retry_schedule_s: list[int] = Field(default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 36000])
+    retry_jitter: float = 0.2  # each delay is scaled by a random factor in [1 - jitter, 1 + jitter]
+    retry_after_max_s: int = 86_400  # cap on a receiver's Retry-After
+    secret_rotation_grace_s: int = 86_400  # the old secret keeps signing this long after a rotation
+    poll_interval_s: float = 2.0  # how often beat asks the sender to look for due deliveries
+    claim_lease_s: int = 60  # a claimed delivery whose sender died is retried after this
+    batch_size: int = 16  # deliveries sent concurrently by one sender
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WebhookSettings:
+        for network in self.allowed_networks:
+            ipaddress.ip_network(network, strict=False)
+        if not 0 < self.connect_timeout_s <= self.total_timeout_s:
+            raise ValueError("webhooks.connect_timeout_s must be positive and at most total_timeout_s")
+        if self.claim_lease_s <= self.total_timeout_s:
+            raise ValueError("webhooks.claim_lease_s must be above webhooks.total_timeout_s")
+        if not 0 <= self.retry_jitter < 1:
+            raise ValueError("webhooks.retry_jitter must be in [0, 1)")
+        if any(delay < 0 for delay in self.retry_schedule_s) or self.batch_size < 1:
+            raise ValueError("webhooks.retry_schedule_s must not be negative and batch_size must be positive")
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SCRIPTORIUM_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        env_ignore_empty=True,
+    )
+
+    environment: Environment = Environment.DEVELOPMENT
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)  # signs idempotency and cursor tokens
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    prepare: PrepareSettings = Field(default_factory=PrepareSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets_in_production(self) -> Settings:
+        if self.environment is not Environment.PRODUCTION:
+            return self
+        defaults = [
+            name
+            for name, value in (
+                ("SCRIPTORIUM_SECRET_KEY", self.secret_key),
+                ("SCRIPTORIUM_STORAGE__SECRET_KEY", self.storage.secret_key),
+            )
+            if value.get_secret_value() in ("", DEFAULT_SECRET)
+        ]
+        if defaults:
+            raise ValueError(f"production refuses to start with default secrets: set {', '.join(defaults)}")
+        return self
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log.json_output is not None:
+            return self.log.json_output
+        return self.environment is Environment.PRODUCTION
+
+
+def load_settings(env_file: Path | str | None = ".env", **overrides: Any) -> Settings:
+    """Build the settings for this process from the environment (and ``env_file``)."""
+    return Settings(_env_file=env_file, **overrides)
+
+
+def env_variables() -> dict[str, str]:
+    """Every SCRIPTORIUM_* variable the settings read, with its default rendered as text."""
+    variables: dict[str, str] = {}
+    defaults = Settings.model_construct()
+    for name, field in Settings.model_fields.items():
+        value = getattr(defaults, name, field.get_default(call_default_factory=True))
+        if isinstance(value, BaseModel):
+            for sub_name in type(value).model_fields:
+                variables[f"SCRIPTORIUM_{name.upper()}__{sub_name.upper()}"] = _render(
+                    getattr(value, sub_name)
+                )
+        else:
+            variables[f"SCRIPTORIUM_{name.upper()}"] = _render(value)
+    return variables
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        import json
+
+        return json.dumps(value)
+    if isinstance(value, StrEnum):
+        return value.value
+    return str(value)

@@ -1,0 +1,108 @@
+"""Shared fixtures: real Postgres, Redis and S3 for the whole session, settings pointing at them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from scriptorium.db.migrate import upgrade
+from scriptorium.db.session import make_engine, make_session_factory
+from scriptorium.settings import Settings
+from scriptorium.storage import ObjectStore
+from tests.support.services import S3Server, postgres_database, redis_database, seaweedfs
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    if not CORPUS.exists():
+        pytest.skip(f"the shared corpus is not at {CORPUS}")
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with postgres_database() as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+def service_env(database_url: str, redis_url: str, s3: S3Server, bucket: str) -> dict[str, str]:
+    """SCRIPTORIUM_* variables for processes the tests start, with short test timings."""
+    return {
+        "SCRIPTORIUM_ENVIRONMENT": "test",
+        "SCRIPTORIUM_DB__URL": database_url,
+        "SCRIPTORIUM_REDIS__URL": redis_url,
+        "SCRIPTORIUM_REDIS__VISIBILITY_TIMEOUT_S": "120",
+        "SCRIPTORIUM_STORAGE__ENDPOINT": s3.endpoint,
+        "SCRIPTORIUM_STORAGE__ACCESS_KEY": s3.access_key,
+        "SCRIPTORIUM_STORAGE__SECRET_KEY": s3.secret_key,
+        "SCRIPTORIUM_STORAGE__BUCKET": bucket,
+        "SCRIPTORIUM_LIMITS__LEASE_S": "4",
+        "SCRIPTORIUM_LIMITS__SWEEP_INTERVAL_S": "1",
+        "SCRIPTORIUM_LIMITS__LOST_MESSAGE_AFTER_S": "6",
+        "SCRIPTORIUM_LIMITS__PAGE_SOFT_TIME_LIMIT_S": "50",
+        "SCRIPTORIUM_LIMITS__PAGE_HARD_TIME_LIMIT_S": "60",
+        "SCRIPTORIUM_LIMITS__DISPATCH_DEPTH": "16",
+        "SCRIPTORIUM_ENGINE__WARMUP": "true",
+        "SCRIPTORIUM_LOG__LEVEL": "INFO",
+        "SCRIPTORIUM_LOG__JSON_OUTPUT": "true",
+    }
+
+
+@pytest.fixture(scope="session")
+def env(database_url: str, redis_url: str, s3_server: S3Server) -> dict[str, str]:
+    values = service_env(database_url, redis_url, s3_server, "scriptorium-test")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTORIUM_")}
+    return {**base, **values, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+@pytest.fixture(scope="session")
+def settings(env: dict[str, str]) -> Settings:
+    values = {k: v for k, v in env.items() if k.startswith("SCRIPTORIUM_")}
+    previous = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        built = Settings(_env_file=None)  # type: ignore[call-arg]
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return built
+
+
+@pytest.fixture(scope="session")
+def store(settings: Settings) -> ObjectStore:
+    store = ObjectStore(settings.storage)
+    store.ensure_bucket()
+    return store
+
+
+@pytest.fixture(scope="session")
+def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(settings.db)
+    yield make_session_factory(engine)
+    engine.dispose()

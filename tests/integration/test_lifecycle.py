@@ -1,0 +1,255 @@
+"""The guarded transitions of pages and documents, against real Postgres."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from scriptorium.db.models import Document, Event, Page, UsageEntry
+from scriptorium.lifecycle import (
+    AttemptRecord,
+    PageOutcome,
+    Recorded,
+    cancel_document,
+    claim_batch_companions,
+    claim_page,
+    extend_leases,
+    lock_document,
+    plan_dispatch,
+    record_page_outcome,
+    sweep,
+)
+from scriptorium.states import DocumentState, PageState
+from tests.support import builders
+
+
+def _attempt(mode: str = "base", output: int = 50, escalation: bool = False) -> AttemptRecord:
+    return AttemptRecord(
+        mode=mode,
+        vision_tokens=256,
+        valid_tokens=198,
+        placeholder_tokens=273,
+        prompt_tokens=285,
+        output_tokens=output,
+        engine_seconds=0.5,
+        finished=True,
+        repetition=False,
+        escalation=escalation,
+    )
+
+
+def _done(*attempts: AttemptRecord) -> PageOutcome:
+    return PageOutcome(
+        state=PageState.DONE,
+        attempts=attempts or (_attempt(),),
+        model_revision="rev",
+        mode="base",
+        markdown="text",
+        blocks=[],
+        figures=[],
+    )
+
+
+@pytest.fixture
+def document_id(sessions: sessionmaker[Session]) -> uuid.UUID:
+    with sessions.begin() as session:
+        owner = builders.tenant(session).tenant
+        return builders.document_with_pages(session, owner, pages=3).id
+
+
+def test_a_page_is_claimed_once(sessions: sessionmaker[Session], document_id: uuid.UUID) -> None:
+    with sessions.begin() as session:
+        first = claim_page(session, document_id, 1, owner="w1", lease_s=60)
+    with sessions.begin() as session:
+        second = claim_page(session, document_id, 1, owner="w2", lease_s=60)
+    assert first is not None and first.attempt == 1
+    assert second is None
+
+
+def test_an_expired_lease_can_be_taken_over_and_the_stale_write_is_refused(
+    sessions: sessionmaker[Session], document_id: uuid.UUID
+) -> None:
+    with sessions.begin() as session:
+        stale = claim_page(session, document_id, 1, owner="w1", lease_s=1)
+    time.sleep(1.2)
+    with sessions.begin() as session:
+        fresh = claim_page(session, document_id, 1, owner="w2", lease_s=60)
+    assert stale is not None and fresh is not None and fresh.attempt == 2
+    with sessions.begin() as session:
+        assert not record_page_outcome(session, stale, _done()).written
+        assert extend_leases(session, [stale], lease_s=60) == {(document_id, 1)}
+    with sessions.begin() as session:
+        assert record_page_outcome(session, fresh, _done()) == Recorded(written=True)
+    with sessions() as session:
+        page = session.get(Page, (document_id, 1))
+        assert page is not None and page.state == "done" and page.lease_token is None
+
+
+def test_the_last_page_finishes_the_document_exactly_once_with_totals(
+    sessions: sessionmaker[Session], document_id: uuid.UUID
+) -> None:
+    events = []
+    for page_no in (1, 2, 3):
+        with sessions.begin() as session:
+            claim = claim_page(session, document_id, page_no, owner="w", lease_s=60)
+            assert claim is not None
+            events.append(record_page_outcome(session, claim, _done(_attempt(output=10 * page_no))).event)
+    assert events[:2] == [None, None]
+    assert isinstance(events[2], Event) and events[2].type == "document.completed"
+    with sessions() as session:
+        document = session.get(Document, document_id)
+        assert document is not None and document.state == "completed" and document.finished_at is not None
+        assert document.output_tokens == 60
+        page_sum = session.execute(
+            select(func.sum(Page.output_tokens)).where(Page.document_id == document_id)
+        ).scalar_one()
+        ledger_sum = session.execute(
+            select(func.sum(UsageEntry.output_tokens)).where(UsageEntry.document_id == document_id)
+        ).scalar_one()
+        assert page_sum == ledger_sum == 60
+        assert (
+            session.execute(
+                select(func.count()).select_from(Event).where(Event.document_id == document_id)
+            ).scalar_one()
+            == 1
+        )
+
+
+def test_concurrent_last_pages_emit_one_event(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        owner = builders.tenant(session).tenant
+        document_id = builders.document_with_pages(session, owner, pages=8).id
+    claims = []
+    with sessions.begin() as session:
+        for page_no in range(1, 9):
+            claim = claim_page(session, document_id, page_no, owner="w", lease_s=60)
+            assert claim is not None
+            claims.append(claim)
+    results: list[object] = []
+    barrier = threading.Barrier(len(claims))
+
+    def finish(claim: object) -> None:
+        barrier.wait()
+        with sessions.begin() as session:
+            results.append(record_page_outcome(session, claim, _done()).event)  # type: ignore[arg-type]
+
+    threads = [threading.Thread(target=finish, args=(claim,)) for claim in claims]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(isinstance(result, Event) for result in results) == 1
+    with sessions() as session:
+        assert session.get(Document, document_id).state == "completed"  # type: ignore[union-attr]
+
+
+def test_escalation_attempts_are_each_accounted(
+    sessions: sessionmaker[Session], document_id: uuid.UUID
+) -> None:
+    with sessions.begin() as session:
+        claim = claim_page(session, document_id, 1, owner="w", lease_s=60)
+        assert claim is not None
+        record_page_outcome(
+            session, claim, _done(_attempt("tiny", 300), _attempt("small", 200, escalation=True))
+        )
+    with sessions() as session:
+        page = session.get(Page, (document_id, 1))
+        assert page is not None
+        assert page.escalations == 1 and page.output_tokens == 500 and len(page.ocr_attempts) == 2
+        assert (
+            session.execute(
+                select(func.count()).select_from(UsageEntry).where(UsageEntry.document_id == document_id)
+            ).scalar_one()
+            == 2
+        )
+
+
+def test_batch_companions_share_the_mode(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        owner = builders.tenant(session).tenant
+        tiny_doc = builders.document_with_pages(session, owner, pages=4, mode="tinyx").id
+        builders.document_with_pages(session, owner, pages=4, mode="smallx")
+    with sessions.begin() as session:
+        companions = claim_batch_companions(session, mode="tinyx", limit=3, owner="w", lease_s=60)
+    assert len(companions) == 3
+    assert {c.document_id for c in companions} == {tiny_doc}
+
+
+def test_cancel_stops_queued_pages_and_fences_running_ones(
+    sessions: sessionmaker[Session], document_id: uuid.UUID
+) -> None:
+    with sessions.begin() as session:
+        running = claim_page(session, document_id, 1, owner="w", lease_s=60)
+    with sessions.begin() as session:
+        document = lock_document(session, document_id)
+        assert document is not None
+        event = cancel_document(session, document)
+        assert event is not None and event.type == "document.cancelled"
+    with sessions.begin() as session:
+        assert claim_page(session, document_id, 2, owner="w", lease_s=60) is None
+        assert running is not None and not record_page_outcome(session, running, _done()).written
+    with sessions() as session:
+        states = session.execute(select(Page.state).where(Page.document_id == document_id)).scalars().all()
+        assert set(states) == {"cancelled"}
+
+
+def test_sweeper_requeues_expired_leases_and_kills_exhausted_pages(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        owner = builders.tenant(session).tenant
+        document_id = builders.document_with_pages(session, owner, pages=2, max_attempts=1).id
+    with sessions.begin() as session:
+        claim_page(session, document_id, 1, owner="w", lease_s=1)
+        session.execute(
+            update(Page).where(Page.document_id == document_id, Page.page_no == 2).values(max_attempts=2)
+        )
+        claim_page(session, document_id, 2, owner="w", lease_s=1)
+    time.sleep(1.2)
+    with sessions.begin() as session:
+        report, _ = sweep(session, lost_after_s=300, prepare_attempts=3)
+    assert report.dead >= 1 and report.requeued >= 1
+    with sessions() as session:
+        page1 = session.get(Page, (document_id, 1))
+        page2 = session.get(Page, (document_id, 2))
+        assert page1 is not None and page1.state == "dead" and page1.error_code == "attempts_exhausted"
+        assert page2 is not None and page2.state == "queued" and page2.dispatched_at is None
+
+
+def test_dispatch_keeps_the_broker_shallow(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        session.execute(update(Page).where(Page.state == "queued").values(state="cancelled"))
+        owner = builders.tenant(session).tenant
+        builders.document_with_pages(session, owner, pages=10, dispatched=False)
+    with sessions.begin() as session:
+        first = plan_dispatch(session, depth=4, lost_after_s=300)
+    with sessions.begin() as session:
+        second = plan_dispatch(session, depth=4, lost_after_s=300)
+    assert len(first.pages) == 4
+    assert second.pages == []
+
+
+def test_the_usage_ledger_is_append_only(sessions: sessionmaker[Session], document_id: uuid.UUID) -> None:
+    with sessions.begin() as session:
+        claim = claim_page(session, document_id, 1, owner="w", lease_s=60)
+        assert claim is not None
+        record_page_outcome(session, claim, _done())
+    with pytest.raises(DBAPIError, match="append-only"), sessions.begin() as session:
+        session.execute(text("UPDATE usage_ledger SET output_tokens = 0"))
+    with pytest.raises(DBAPIError, match="append-only"), sessions.begin() as session:
+        session.execute(text("DELETE FROM usage_ledger"))
+
+
+def test_terminal_states_are_final(sessions: sessionmaker[Session], document_id: uuid.UUID) -> None:
+    with sessions.begin() as session:
+        document = lock_document(session, document_id)
+        assert document is not None
+        cancel_document(session, document)
+    with sessions.begin() as session:
+        document = lock_document(session, document_id)
+        assert document is not None and document.state == DocumentState.CANCELLED.value
+        assert cancel_document(session, document) is None

@@ -1,0 +1,98 @@
+"""The worker's Celery application: task definitions and per-process start-up.
+
+Each pool process builds its own runtime (database pool, storage client, and for GPU workers
+the resident engine) after the fork, in ``worker_process_init``; readiness is announced only
+after the engine has been warmed up. Task messages carry ids only; logging context is bound
+when a task starts and cleared when it ends.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, signals
+
+from scriptorium.logging import bind_context, clear_context, get_logger
+from scriptorium.queueing import OCR_TASK, PREPARE_TASK, SWEEP_TASK, create_celery
+from scriptorium.settings import Settings
+from worker.ocr import ocr_page
+from worker.preparation import prepare_document
+from worker.runtime import EngineFactory, WorkerRuntime
+from worker.sweeper import run_sweep
+
+log = get_logger(__name__)
+
+
+class ProcessState:
+    """The runtime of this process, built once after fork."""
+
+    def __init__(
+        self, settings: Settings, engine_factory: EngineFactory | None, ready_file: Path | None
+    ) -> None:
+        self.settings = settings
+        self.engine_factory = engine_factory
+        self.ready_file = ready_file
+        self._runtime: WorkerRuntime | None = None
+
+    def start(self) -> WorkerRuntime:
+        if self._runtime is not None:
+            return self._runtime
+        runtime = WorkerRuntime.build(self.settings)
+        if self.engine_factory is not None:
+            engine = self.engine_factory(self.settings)
+            if self.settings.engine.warmup:
+                engine.warmup()
+            runtime.engine = engine
+            log.info("engine.ready", revision=engine.revision)
+        self._runtime = runtime
+        if self.ready_file is not None:
+            self.ready_file.parent.mkdir(parents=True, exist_ok=True)
+            self.ready_file.write_text(runtime.identity)
+        return runtime
+
+    @property
+    def runtime(self) -> WorkerRuntime:
+        return self.start()
+
+
+def create_worker_app(
+    settings: Settings, *, engine_factory: EngineFactory | None = None, ready_file: Path | None = None
+) -> Celery:
+    app = create_celery(settings)
+    state = ProcessState(settings, engine_factory, ready_file)
+    app.conf.scriptorium_state = state
+
+    @signals.worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _start_process(**_: Any) -> None:
+        state.start()
+
+    @signals.task_prerun.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _bind(task_id: str | None = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+        clear_context()
+        ids = kwargs or {}
+        bind_context(
+            task_id=task_id,
+            request_id=ids.get("request_id"),
+            document_id=ids.get("document_id"),
+            page_no=ids.get("page_no"),
+        )
+
+    @signals.task_postrun.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _clear(**_: Any) -> None:
+        clear_context()
+
+    @app.task(name=PREPARE_TASK)  # type: ignore[untyped-decorator]
+    def prepare(document_id: str, request_id: str | None = None) -> None:
+        prepare_document(state.runtime, uuid.UUID(document_id))
+
+    @app.task(name=OCR_TASK)  # type: ignore[untyped-decorator]
+    def ocr(document_id: str, page_no: int, request_id: str | None = None) -> None:
+        ocr_page(state.runtime, uuid.UUID(document_id), int(page_no))
+
+    @app.task(name=SWEEP_TASK)  # type: ignore[untyped-decorator]
+    def sweep() -> None:
+        run_sweep(state.runtime)
+
+    return app

@@ -1,0 +1,46 @@
+"""Writing a finished document's assembled markdown and JSON to object storage."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from sqlalchemy import select, update
+
+from scriptorium.db.models import Document, Page
+from scriptorium.db.session import transaction
+from scriptorium.logging import get_logger
+from scriptorium.results import assemble_json, assemble_markdown
+from scriptorium.storage import StorageUnavailable, result_key
+from worker.runtime import WorkerRuntime
+
+log = get_logger(__name__)
+
+
+def store_document_result(runtime: WorkerRuntime, document_id: uuid.UUID) -> None:
+    """Best effort: the API can always rebuild the result from the page rows."""
+    with runtime.sessions() as session:
+        document = session.get(Document, document_id)
+        if document is None:
+            return
+        pages = list(session.execute(select(Page).where(Page.document_id == document_id)).scalars())
+        markdown_key = result_key(document.tenant_id, document_id, "document.md")
+        json_key = result_key(document.tenant_id, document_id, "document.json")
+        try:
+            runtime.store.put_bytes(
+                markdown_key, assemble_markdown(pages).encode(), content_type="text/markdown"
+            )
+            runtime.store.put_bytes(
+                json_key,
+                json.dumps(assemble_json(str(document_id), pages), ensure_ascii=False).encode(),
+                content_type="application/json",
+            )
+        except StorageUnavailable as error:
+            log.warning("result.store_failed", error=str(error))
+            return
+    with transaction(runtime.sessions) as session:
+        session.execute(
+            update(Document)
+            .where(Document.id == document_id)
+            .values(result_markdown_key=markdown_key, result_json_key=json_key)
+        )

@@ -1,0 +1,1 @@
+"""OCR engines. Only this package imports torch and transformers."""

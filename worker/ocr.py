@@ -1,0 +1,279 @@
+"""The OCR step: claim pages, read them with the resident engine, escalate, record under lease.
+
+A message names one page; the task claims it and, to fill the engine's batch, more queued
+pages routed to the same mode (their own messages then find nothing to claim). Each page is
+read at its routed mode; when the output shows the page was under-read it is read again one
+mode up, within the policy's limits. Every engine run is accounted, and the kept result is
+written in one transaction that checks the lease.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from PIL import Image
+
+from scriptorium.db.session import transaction
+from scriptorium.errors import ReasonCode
+from scriptorium.lifecycle import (
+    AttemptRecord,
+    PageClaim,
+    PageOutcome,
+    claim_batch_companions,
+    claim_page,
+    extend_leases,
+    plan_dispatch,
+    record_page_outcome,
+    release_claim,
+)
+from scriptorium.logging import get_logger
+from scriptorium.modes import Mode
+from scriptorium.policy import RoutingPolicy
+from scriptorium.settings import Settings
+from scriptorium.states import PageState
+from scriptorium.storage import figure_key
+from worker.assembly import store_document_result
+from worker.engine.base import Engine, EngineFatal, PageFailed, PageInput, PageResult, Task
+from worker.routing.escalation import choose_kept_result, judge
+from worker.runtime import WorkerRuntime
+
+log = get_logger(__name__)
+FATAL_EXIT_CODE = 70
+
+
+@dataclass
+class PageWork:
+    """One claimed page moving through the escalation ladder."""
+
+    claim: PageClaim
+    image: Image.Image
+    policy: RoutingPolicy
+    mode: Mode
+    results: list[PageResult] = field(default_factory=list)
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    error: PageFailed | None = None
+    done: bool = False
+    verdict_reason: str = ""
+
+
+def ocr_page(runtime: WorkerRuntime, document_id: uuid.UUID, page_no: int) -> None:
+    engine = runtime.require_engine()
+    settings = runtime.settings
+    lease_s = settings.limits.lease_s
+    with transaction(runtime.sessions) as session:
+        first = claim_page(session, document_id, page_no, owner=runtime.identity, lease_s=lease_s)
+        if first is None:
+            log.info("page.skipped", why="not claimable (duplicate, cancelled, finished or exhausted)")
+            return
+        companions = claim_batch_companions(
+            session,
+            mode=first.planned_mode,
+            limit=settings.engine.max_batch_pages - 1,
+            owner=runtime.identity,
+            lease_s=lease_s,
+        )
+    claims = [first, *companions]
+    log.info("page.claimed", batch=len(claims), mode=first.planned_mode, attempt=first.attempt)
+    try:
+        with _lease_keeper(runtime, claims):
+            work = [_load(runtime, claim) for claim in claims]
+            _read_with_escalation(engine, work, settings)
+    except SoftTimeLimitExceeded:
+        with transaction(runtime.sessions) as session:
+            for claim in claims:
+                release_claim(session, claim)
+        log.warning("page.soft_time_limit", batch=len(claims))
+        raise
+    except EngineFatal as fatal:
+        log.critical("engine.fatal", error=str(fatal))
+        os._exit(FATAL_EXIT_CODE)  # the context is poisoned; the pool replaces this process
+    for item in work:
+        _record(runtime, engine, item)
+    _refill(runtime)
+
+
+def _load(runtime: WorkerRuntime, claim: PageClaim) -> PageWork:
+    data = runtime.store.get_bytes(claim.image_key)
+    with Image.open(io.BytesIO(data)) as opened:
+        image = opened.convert("RGB")
+    return PageWork(
+        claim=claim,
+        image=image,
+        policy=RoutingPolicy.model_validate(claim.routing_policy),
+        mode=Mode(claim.planned_mode),
+    )
+
+
+def _read_with_escalation(engine: Engine, work: Sequence[PageWork], settings: Settings) -> None:
+    pending = list(work)
+    while pending:
+        by_mode: dict[Mode, list[PageWork]] = {}
+        for item in pending:
+            by_mode.setdefault(item.mode, []).append(item)
+        for mode, items in by_mode.items():
+            results = _run_isolating_failures(engine, items, mode)
+            for item, result in zip(items, results, strict=True):
+                if result is not None:
+                    _judge(item, result, settings)
+        pending = [item for item in pending if not item.done]
+
+
+def _run_isolating_failures(engine: Engine, items: Sequence[PageWork], mode: Mode) -> list[PageResult | None]:
+    inputs = [
+        PageInput(page_no=item.claim.page_no, image=item.image, mode=mode, task=Task(item.claim.task))
+        for item in items
+    ]
+    try:
+        return list(engine.run(inputs))
+    except PageFailed:
+        if len(items) == 1:
+            items[0].error = PageFailed(items[0].claim.page_no, "the engine could not read the page")
+            items[0].done = True
+            return [None]
+    results: list[PageResult | None] = []
+    for item, page_input in zip(items, inputs, strict=True):
+        try:
+            results.append(engine.run([page_input])[0])
+        except PageFailed as failed:
+            item.error = failed
+            item.done = True
+            results.append(None)
+    return results
+
+
+def _judge(item: PageWork, result: PageResult, settings: Settings) -> None:
+    verdict = judge(
+        result,
+        item.policy,
+        escalations_so_far=len(item.results),
+        page_size=item.image.size,
+        min_crops=settings.engine.min_crops,
+        max_crops=settings.engine.max_crops,
+    )
+    item.results.append(result)
+    item.attempts.append(
+        AttemptRecord(
+            mode=result.mode.value,
+            grid=list(result.grid) if result.grid else None,
+            vision_tokens=result.tokens.vision,
+            valid_tokens=result.tokens.valid,
+            placeholder_tokens=result.tokens.placeholders,
+            prompt_tokens=result.tokens.prompt,
+            output_tokens=result.tokens.output,
+            engine_seconds=result.engine_seconds,
+            finished=result.finished,
+            repetition=result.repetition,
+            escalation=len(item.results) > 1,
+            verdict=verdict.reason,
+        )
+    )
+    item.verdict_reason = verdict.reason
+    if verdict.escalate and verdict.next_mode is not None:
+        log.info(
+            "page.escalate", page_no=item.claim.page_no, to=verdict.next_mode.value, reason=verdict.reason
+        )
+        item.mode = verdict.next_mode
+    else:
+        item.done = True
+
+
+def _record(runtime: WorkerRuntime, engine: Engine, item: PageWork) -> None:
+    claim = item.claim
+    if not item.results:
+        failure = item.error or PageFailed(claim.page_no, "no result")
+        outcome = PageOutcome(
+            state=PageState.FAILED,
+            attempts=item.attempts,
+            model_revision=engine.revision,
+            error_code=ReasonCode.ENGINE_ERROR.value,
+            error_message=failure.message,
+        )
+    else:
+        kept, under_read = choose_kept_result(item.results, item.policy)
+        outcome = PageOutcome(
+            state=PageState.DONE,
+            attempts=item.attempts,
+            model_revision=kept.model_revision or engine.revision,
+            mode=kept.mode.value,
+            grid=list(kept.grid) if kept.grid else None,
+            markdown=kept.markdown,
+            blocks=[
+                {"label": b.label, "boxes": [list(box) for box in b.boxes], "text": b.text}
+                for b in kept.blocks
+            ],
+            figures=_store_figures(runtime, claim, kept),
+            finished=kept.finished,
+            under_read=under_read,
+            compression_ratio=round(kept.tokens.output / kept.tokens.vision, 3)
+            if kept.tokens.vision
+            else None,
+            error_code=ReasonCode.UNDER_READ.value if under_read else None,
+            error_message=item.verdict_reason if under_read else None,
+        )
+    with transaction(runtime.sessions) as session:
+        recorded = record_page_outcome(session, claim, outcome)
+    if not recorded.written:
+        log.warning("page.lease_lost", page_no=claim.page_no, why="another worker owns the page now")
+        return
+    log.info(
+        "page.recorded",
+        document_id=str(claim.document_id),
+        page_no=claim.page_no,
+        state=outcome.state.value,
+        mode=outcome.mode,
+        engine_runs=len(item.attempts),
+    )
+    if recorded.event is not None:
+        log.info("document.finished", document_id=str(claim.document_id), event_type=recorded.event.type)
+        store_document_result(runtime, claim.document_id)
+
+
+def _store_figures(runtime: WorkerRuntime, claim: PageClaim, result: PageResult) -> list[dict[str, Any]]:
+    stored = []
+    for figure in result.figures:
+        buffer = io.BytesIO()
+        figure.image.convert("RGB").save(buffer, format="JPEG", quality=90)
+        key = figure_key(claim.tenant_id, claim.document_id, figure.name)
+        runtime.store.put_bytes(key, buffer.getvalue(), content_type="image/jpeg")
+        stored.append({"name": figure.name, "key": key, "box": list(figure.box)})
+    return stored
+
+
+def _refill(runtime: WorkerRuntime) -> None:
+    limits = runtime.settings.limits
+    with transaction(runtime.sessions) as session:
+        plan = plan_dispatch(session, depth=limits.dispatch_depth, lost_after_s=limits.lost_message_after_s)
+    runtime.publisher.publish(plan)
+
+
+@contextmanager
+def _lease_keeper(runtime: WorkerRuntime, claims: Sequence[PageClaim]) -> Iterator[None]:
+    """Extend the leases of claimed pages while the engine works on them."""
+    stop = threading.Event()
+    interval = max(1.0, runtime.settings.limits.lease_s / 3)
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                with transaction(runtime.sessions) as session:
+                    lost = extend_leases(session, claims, lease_s=runtime.settings.limits.lease_s)
+                if lost:
+                    log.warning("page.lease_lost", pages=sorted(page for _, page in lost))
+            except Exception as error:  # the database is away; the fenced write decides later
+                log.warning("lease.heartbeat_failed", error=str(error))
+
+    thread = threading.Thread(target=beat, name="lease-keeper", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)

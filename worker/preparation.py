@@ -1,0 +1,151 @@
+"""The prepare step: raw upload → page images in storage, routed page rows in Postgres.
+
+Runs on the CPU queue. Untrusted files are parsed and rasterised in a resource-limited child
+process; page facts are measured and each page routed to a mode; the page rows, the routed
+modes and the document's move to ``processing`` commit together, and page messages are sent
+after that commit (lost ones are re-sent by the sweeper).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from sqlalchemy import func
+from sqlalchemy.dialects.postgresql import insert
+
+from scriptorium.db.models import Document, Page
+from scriptorium.db.session import transaction
+from scriptorium.errors import InputRejected
+from scriptorium.lifecycle import (
+    claim_document_for_prepare,
+    fail_document,
+    finish_document_if_done,
+    lock_document,
+    plan_dispatch,
+)
+from scriptorium.logging import get_logger
+from scriptorium.policy import RoutingPolicy
+from scriptorium.states import DocumentState, PageState
+from scriptorium.storage import page_image_key
+from worker.prepare.sandbox import RenderedPageFile, render_document_sandboxed
+from worker.routing.decide import route_page
+from worker.runtime import WorkerRuntime
+
+log = get_logger(__name__)
+PREPARE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class PreparedDocument:
+    kind: str
+    page_count: int
+    pages: list[dict[str, Any]]  # page rows ready to insert
+
+
+def prepare_document(runtime: WorkerRuntime, document_id: uuid.UUID) -> None:
+    settings = runtime.settings
+    with transaction(runtime.sessions) as session:
+        document = claim_document_for_prepare(
+            session,
+            document_id,
+            lease_s=settings.prepare.render_timeout_s + settings.limits.lease_s,
+            max_attempts=PREPARE_ATTEMPTS,
+        )
+        if document is None:
+            log.info("prepare.skipped", why="not claimable (duplicate, cancelled or finished)")
+            return
+        session.expunge(document)
+    try:
+        with tempfile.TemporaryDirectory(prefix="scriptorium-prepare-") as scratch:
+            prepared = _render_and_route(runtime, document, Path(scratch))
+    except InputRejected as rejected:
+        with transaction(runtime.sessions) as session:
+            fail_document(session, document_id, rejected.reason, rejected.message)
+        log.info("prepare.rejected", reason=rejected.reason.value, detail=rejected.message)
+        return
+    _commit(runtime, document_id, prepared)
+
+
+def _render_and_route(runtime: WorkerRuntime, document: Document, scratch: Path) -> PreparedDocument:
+    settings = runtime.settings
+    source = scratch / "source"
+    with source.open("wb") as target:
+        runtime.store.download_to(document.raw_key, target)
+    result = render_document_sandboxed(
+        source,
+        scratch / "pages",
+        settings.prepare,
+        page_selection=document.page_selection,
+        password=document.pdf_password,
+    )
+    policy = RoutingPolicy.model_validate(document.routing_policy)
+    rows = [_route_and_store(runtime, document, rendered, policy) for rendered in result.pages]
+    log.info(
+        "prepare.rendered", kind=result.info.kind.value, page_count=result.info.page_count, selected=len(rows)
+    )
+    return PreparedDocument(kind=result.info.kind.value, page_count=result.info.page_count, pages=rows)
+
+
+def _route_and_store(
+    runtime: WorkerRuntime, document: Document, rendered: RenderedPageFile, policy: RoutingPolicy
+) -> dict[str, Any]:
+    engine = runtime.settings.engine
+    with Image.open(rendered.path) as image:
+        image.load()
+        decision = route_page(
+            image.convert("RGB"),
+            rendered.text_layer,
+            policy,
+            counter=runtime.token_counter(),
+            min_crops=engine.min_crops,
+            max_crops=engine.max_crops,
+        )
+    key = page_image_key(document.tenant_id, document.id, rendered.page_no)
+    runtime.store.put_bytes(key, rendered.path.read_bytes(), content_type="image/png")
+    skipped = decision.mode is None
+    return {
+        "document_id": document.id,
+        "page_no": rendered.page_no,
+        "state": PageState.SKIPPED.value if skipped else PageState.QUEUED.value,
+        "attempts": 0,
+        "max_attempts": runtime.settings.limits.page_attempts,
+        "image_key": key,
+        "width": rendered.width,
+        "height": rendered.height,
+        "dpi": rendered.dpi,
+        "routing": decision.as_dict(),
+        "planned_mode": None if decision.mode is None else decision.mode.value,
+        "finished_at": func.now() if skipped else None,
+        "ocr_attempts": [],
+    }
+
+
+def _commit(runtime: WorkerRuntime, document_id: uuid.UUID, prepared: PreparedDocument) -> None:
+    with transaction(runtime.sessions) as session:
+        document = lock_document(session, document_id)
+        if document is None or document.state != DocumentState.PREPARING.value:
+            log.info("prepare.discarded", why="document left the preparing state (cancelled or taken over)")
+            return
+        if prepared.pages:
+            session.execute(insert(Page).values(prepared.pages).on_conflict_do_nothing())
+        document.kind = prepared.kind
+        document.page_count = prepared.page_count
+        document.pages_total = len(prepared.pages)
+        document.pdf_password = None
+        document.prepare_lease_expires_at = None
+        document.state = DocumentState.PROCESSING.value
+        document.updated_at = func.now()
+        session.flush()
+        finish_document_if_done(session, document)  # every page blank: nothing for the GPU
+        plan = plan_dispatch(
+            session,
+            depth=runtime.settings.limits.dispatch_depth,
+            lost_after_s=runtime.settings.limits.lost_message_after_s,
+        )
+    runtime.publisher.publish(plan)
+    log.info("prepare.done", pages=len(prepared.pages), dispatched=len(plan.pages))
