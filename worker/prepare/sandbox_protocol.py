@@ -1,0 +1,158 @@
+"""What the sandbox parent and its render child exchange: a JSON request on stdin, PNGs and a manifest back.
+
+The manifest is the child's last act: it appears (atomically) only once every page is on disk, or
+once the document was refused. The parent trusts nothing in it that it does not check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scriptorium.errors import InputRejected, ReasonCode
+from scriptorium.settings import PrepareSettings
+from worker.prepare.document import DocumentInfo
+from worker.prepare.sniff import DocumentKind
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+
+# The child exits 0 whenever it wrote a manifest; these are the other ways it can end on purpose.
+EXIT_OUT_OF_MEMORY = 3
+
+
+class ManifestError(Exception):
+    """The child's manifest is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class RenderedPageFile:
+    page_no: int
+    path: Path  # the page as PNG, in the output directory
+    width: int
+    height: int
+    dpi: int
+    text_layer: str | None
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    info: DocumentInfo
+    pages: list[RenderedPageFile]
+
+
+@dataclass(frozen=True)
+class SandboxRequest:
+    path: Path
+    out_dir: Path
+    limits: PrepareSettings
+    pages: list[int] | None
+    password: str | None
+    page_selection: str | None = None  # e.g. "1-3,5,9-"; resolved once the page count is known
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "path": str(self.path),
+                "out_dir": str(self.out_dir),
+                "limits": self.limits.model_dump(mode="json"),
+                "pages": self.pages,
+                "password": self.password,
+                "page_selection": self.page_selection,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> SandboxRequest:
+        fields = json.loads(text)
+        pages = fields["pages"]
+        return cls(
+            path=Path(fields["path"]),
+            out_dir=Path(fields["out_dir"]),
+            limits=PrepareSettings.model_validate(fields["limits"]),
+            pages=None if pages is None else [int(page) for page in pages],
+            password=fields["password"],
+            page_selection=fields["page_selection"],
+        )
+
+
+def page_file_name(page_no: int) -> str:
+    return f"page-{page_no:05d}.png"
+
+
+def write_rendered(out_dir: Path, info: DocumentInfo, pages: list[RenderedPageFile]) -> None:
+    _write(
+        out_dir,
+        {
+            "outcome": "rendered",
+            "kind": info.kind.value,
+            "page_count": info.page_count,
+            "pages": [
+                {
+                    "page_no": page.page_no,
+                    "file": page.path.name,
+                    "width": page.width,
+                    "height": page.height,
+                    "dpi": page.dpi,
+                    "text_layer": page.text_layer,
+                }
+                for page in pages
+            ],
+        },
+    )
+
+
+def write_rejected(out_dir: Path, rejection: InputRejected) -> None:
+    _write(out_dir, {"outcome": "rejected", "reason": rejection.reason.value, "message": rejection.message})
+
+
+def read_manifest(out_dir: Path) -> SandboxResult:
+    """The child's result; raises the child's :class:`InputRejected`, or :class:`ManifestError`."""
+    try:
+        manifest = json.loads((out_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION:
+            raise ManifestError(f"not a version {MANIFEST_VERSION} manifest")
+        outcome = manifest.get("outcome")
+        if outcome == "rendered":
+            return _rendered(out_dir, manifest)
+        if outcome != "rejected":
+            raise ManifestError(f"unknown outcome {outcome!r}")
+        rejection = InputRejected(ReasonCode(manifest["reason"]), str(manifest["message"]))
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ManifestError(f"unreadable manifest: {exc!r}") from exc
+    raise rejection
+
+
+def remove_manifest(out_dir: Path) -> None:
+    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+
+
+def _rendered(out_dir: Path, manifest: dict[str, Any]) -> SandboxResult:
+    info = DocumentInfo(kind=DocumentKind(manifest["kind"]), page_count=int(manifest["page_count"]))
+    pages = []
+    for entry in manifest["pages"]:
+        page_no = int(entry["page_no"])
+        path = out_dir / page_file_name(page_no)
+        if entry["file"] != path.name or not path.is_file():
+            raise ManifestError(f"page {page_no} is not at {path}")
+        text_layer = entry["text_layer"]
+        pages.append(
+            RenderedPageFile(
+                page_no=page_no,
+                path=path,
+                width=int(entry["width"]),
+                height=int(entry["height"]),
+                dpi=int(entry["dpi"]),
+                text_layer=None if text_layer is None else str(text_layer),
+            )
+        )
+    return SandboxResult(info=info, pages=pages)
+
+
+def _write(out_dir: Path, body: dict[str, Any]) -> None:
+    staging = out_dir / f".{MANIFEST_NAME}.partial"
+    staging.write_text(json.dumps({"version": MANIFEST_VERSION, **body}), encoding="utf-8")
+    os.replace(staging, out_dir / MANIFEST_NAME)
