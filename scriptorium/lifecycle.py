@@ -28,6 +28,7 @@ from scriptorium.states import (
     PageState,
     document_outcome,
 )
+from scriptorium.webhooks.fanout import create_deliveries
 
 ACTIVE_PAGE_STATES = (PageState.QUEUED.value, PageState.RUNNING.value)
 TERMINAL_DOCUMENT_VALUES = tuple(s.value for s in TERMINAL_DOCUMENT_STATES)
@@ -196,7 +197,7 @@ def claim_page(
 def claim_batch_companions(
     session: Session, *, mode: str, limit: int, owner: str, lease_s: int
 ) -> list[PageClaim]:
-    """Claim up to ``limit`` more dispatched pages routed to ``mode``, oldest dispatch first."""
+    """Claim up to ``limit`` more never-attempted pages routed to ``mode``, oldest dispatch first."""
     if limit <= 0:
         return []
     candidates = (
@@ -205,7 +206,7 @@ def claim_batch_companions(
             Page.state == PageState.QUEUED.value,
             Page.planned_mode == mode,
             Page.dispatched_at.is_not(None),
-            Page.attempts < Page.max_attempts,
+            Page.attempts == 0,  # a page retried after a crash runs alone, so a poison page kills no batch-mate
         )
         .order_by(Page.dispatched_at, Page.document_id, Page.page_no)
         .limit(limit)
@@ -419,6 +420,7 @@ def _enter_terminal(session: Session, document: Document, state: DocumentState) 
     )
     session.add(event)
     session.flush()
+    create_deliveries(session, event, document)  # webhooks: same transaction, so no event is lost
     return event
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
 
+from scriptorium import metrics
 from scriptorium.db.session import transaction
 from scriptorium.errors import ReasonCode
 from scriptorium.lifecycle import (
@@ -62,6 +64,7 @@ class PageWork:
     error: PageFailed | None = None
     done: bool = False
     verdict_reason: str = ""
+    started: float = field(default_factory=time.monotonic)
 
 
 def ocr_page(runtime: WorkerRuntime, document_id: uuid.UUID, page_no: int) -> None:
@@ -73,10 +76,11 @@ def ocr_page(runtime: WorkerRuntime, document_id: uuid.UUID, page_no: int) -> No
         if first is None:
             log.info("page.skipped", why="not claimable (duplicate, cancelled, finished or exhausted)")
             return
+        # A retried page may be what crashed the last batch: it runs alone.
         companions = claim_batch_companions(
             session,
             mode=first.planned_mode,
-            limit=settings.engine.max_batch_pages - 1,
+            limit=settings.engine.max_batch_pages - 1 if first.attempt == 1 else 0,
             owner=runtime.identity,
             lease_s=lease_s,
         )
@@ -159,6 +163,12 @@ def _judge(item: PageWork, result: PageResult, settings: Settings) -> None:
         max_crops=settings.engine.max_crops,
     )
     item.results.append(result)
+    metrics.observe_engine_run(
+        result.mode.value,
+        vision_tokens=result.tokens.vision,
+        output_tokens=result.tokens.output,
+        seconds=result.engine_seconds,
+    )
     item.attempts.append(
         AttemptRecord(
             mode=result.mode.value,
@@ -180,6 +190,7 @@ def _judge(item: PageWork, result: PageResult, settings: Settings) -> None:
         log.info(
             "page.escalate", page_no=item.claim.page_no, to=verdict.next_mode.value, reason=verdict.reason
         )
+        metrics.count_escalation(result.mode.value, verdict.next_mode.value)
         item.mode = verdict.next_mode
     else:
         item.done = True
@@ -220,6 +231,11 @@ def _record(runtime: WorkerRuntime, engine: Engine, item: PageWork) -> None:
         )
     with transaction(runtime.sessions) as session:
         recorded = record_page_outcome(session, claim, outcome)
+    metrics.count_page(
+        outcome.mode or item.mode.value,
+        metrics.page_outcome(outcome.state.value, under_read=outcome.under_read, recorded=recorded.written),
+        seconds=time.monotonic() - item.started,
+    )
     if not recorded.written:
         log.warning("page.lease_lost", page_no=claim.page_no, why="another worker owns the page now")
         return

@@ -138,13 +138,13 @@ def test_escalation_is_recorded_and_visible(
     fleet.start_gpu_worker(engine_env={"FAKE_ENGINE_UNDER_READ_BELOW": "base"})
     client = ApiClient.for_new_tenant(fleet, sessions)
     document = client.upload(
-        corpus / "pdf-real" / "crazyones.pdf", mode="tiny", policy='{"max_escalations": 4}'
+        corpus / "pdf-real" / "crazyones.pdf", policy='{"target_ratio": 50, "max_escalations": 4}'
     )
     finished = client.wait_terminal(document["id"])
     assert finished["state"] == "completed"
     page = client.page(document["id"], 1)
     modes = [attempt["mode"] for attempt in page["ocr_attempts"]]
-    assert modes == ["tiny", "small", "base"] or modes[-1] == "base", modes
+    assert modes[0] in ("tiny", "small") and modes[-1] == "base", json.dumps(page)[:3000]
     assert page["escalations"] == len(modes) - 1 >= 1
     assert page["mode"] == "base" and page["under_read"] is False
     assert finished["escalations"] == page["escalations"]
