@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from api.errors import install_error_handlers
-from api.routes import documents, health
+from api.routes import documents, health, metrics, webhooks
 from api.runtime import ApiRuntime
 from scriptorium import __version__
 from scriptorium.logging import bind_context, clear_context, get_logger
@@ -60,7 +60,9 @@ def create_app(settings: Settings, runtime: ApiRuntime | None = None) -> FastAPI
 
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(documents.router)
+    app.include_router(webhooks.router)
     return app
 
 

@@ -22,6 +22,7 @@ GPU_QUEUE = "scriptorium.gpu"
 PREPARE_TASK = "scriptorium.prepare"
 OCR_TASK = "scriptorium.ocr_page"
 SWEEP_TASK = "scriptorium.sweep"
+DELIVER_WEBHOOKS_TASK = "scriptorium.deliver_webhooks"
 
 log = get_logger(__name__)
 
@@ -70,10 +71,16 @@ def create_celery(settings: Settings, *, main: str = "scriptorium") -> Celery:
         task_routes={
             PREPARE_TASK: {"queue": CPU_QUEUE},
             SWEEP_TASK: {"queue": CPU_QUEUE},
+            DELIVER_WEBHOOKS_TASK: {"queue": CPU_QUEUE},
             OCR_TASK: {"queue": GPU_QUEUE},
         },
         beat_schedule={
             "sweep": {"task": SWEEP_TASK, "schedule": limits.sweep_interval_s, "options": {"expires": 60}},
+            "deliver-webhooks": {
+                "task": DELIVER_WEBHOOKS_TASK,
+                "schedule": settings.webhooks.poll_interval_s,
+                "options": {"expires": max(10.0, 5 * settings.webhooks.poll_interval_s)},
+            },
         },
     )
     return app
@@ -92,6 +99,10 @@ class Publisher:
         return self._send(
             OCR_TASK, {"document_id": str(document_id), "page_no": page_no, "request_id": request_id}
         )
+
+    def send_deliver_webhooks(self) -> bool:
+        """Ask a sender to look for due webhook deliveries now rather than at its next poll."""
+        return self._send(DELIVER_WEBHOOKS_TASK, {})
 
     def publish(self, plan: DispatchPlan) -> int:
         sent = 0

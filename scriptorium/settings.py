@@ -131,6 +131,11 @@ class WebhookSettings(BaseModel):
         return self
 
 
+class MetricsSettings(BaseModel):
+    # Each worker's Prometheus exporter (needs PROMETHEUS_MULTIPROC_DIR); 0 turns it off.
+    worker_port: int = 9100
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SCRIPTORIUM_",
@@ -151,6 +156,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @model_validator(mode="after")

@@ -8,19 +8,22 @@ when a task starts and cleared when it ends.
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from celery import Celery, signals
 
+from scriptorium import metrics
 from scriptorium.logging import bind_context, clear_context, get_logger
-from scriptorium.queueing import OCR_TASK, PREPARE_TASK, SWEEP_TASK, create_celery
+from scriptorium.queueing import DELIVER_WEBHOOKS_TASK, OCR_TASK, PREPARE_TASK, SWEEP_TASK, create_celery
 from scriptorium.settings import Settings
 from worker.ocr import ocr_page
 from worker.preparation import prepare_document
 from worker.runtime import EngineFactory, WorkerRuntime
 from worker.sweeper import run_sweep
+from worker.webhook_sender import deliver_webhooks
 
 log = get_logger(__name__)
 
@@ -41,10 +44,15 @@ class ProcessState:
             return self._runtime
         runtime = WorkerRuntime.build(self.settings)
         if self.engine_factory is not None:
+            started = time.perf_counter()
             engine = self.engine_factory(self.settings)
+            loaded = time.perf_counter()
             if self.settings.engine.warmup:
                 engine.warmup()
             runtime.engine = engine
+            metrics.record_engine_ready(
+                engine, load_seconds=loaded - started, warmup_seconds=time.perf_counter() - loaded
+            )
             log.info("engine.ready", revision=engine.revision)
         self._runtime = runtime
         if self.ready_file is not None:
@@ -90,9 +98,14 @@ def create_worker_app(
     @app.task(name=OCR_TASK)  # type: ignore[untyped-decorator]
     def ocr(document_id: str, page_no: int, request_id: str | None = None) -> None:
         ocr_page(state.runtime, uuid.UUID(document_id), int(page_no))
+        metrics.record_device_memory(state.runtime.engine)
 
     @app.task(name=SWEEP_TASK)  # type: ignore[untyped-decorator]
     def sweep() -> None:
         run_sweep(state.runtime)
+
+    @app.task(name=DELIVER_WEBHOOKS_TASK)  # type: ignore[untyped-decorator]
+    def deliver() -> None:
+        deliver_webhooks(state.runtime.sessions, state.runtime.settings)
 
     return app

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from api.deps import RuntimeDep, SessionDep, TenantDep
 from api.errors import ApiError, error_body
 from api.presenters import present_document, present_page, present_page_result
+from api.routes.webhooks import document_webhook_url
 from api.schemas import DocumentList, DocumentOut, DocumentResult, ErrorResponse, PageOut
 from scriptorium.db.models import Document, Page, Tenant
 from scriptorium.errors import ReasonCode
@@ -121,6 +122,9 @@ def upload_document(
     ] = None,
     metadata: Annotated[str | None, Form(description="a JSON object stored with the document")] = None,
     password: Annotated[str | None, Form(description="password of an encrypted PDF")] = None,
+    webhook_url: Annotated[
+        str | None, Form(description="also POST the outcome here, signed with the tenant's signing secret")
+    ] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> Response:
     settings = runtime.settings
@@ -137,6 +141,9 @@ def upload_document(
         parse_page_selection(pages)
     routing_policy = _policy(tenant, mode, policy)
     client_metadata = _metadata(metadata)
+    checked_webhook_url = (
+        document_webhook_url(session, tenant.id, webhook_url, settings) if webhook_url else None
+    )
     declared = request.headers.get("content-length")
     limit = settings.limits.max_upload_bytes
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
@@ -175,6 +182,7 @@ def upload_document(
         client_metadata=client_metadata,
         pdf_password=password or None,
         request_id=request.state.request_id,
+        webhook_url=checked_webhook_url,
     )
     session.add(document)
     try:

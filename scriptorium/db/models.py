@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from scriptorium.states import DocumentState, EventType, PageState
+from scriptorium.webhooks.states import DeliveryState
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -104,6 +105,7 @@ class Document(Base):
     client_metadata: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     pdf_password: Mapped[str | None] = mapped_column(Text)  # wiped once the document is prepared
     request_id: Mapped[str | None] = mapped_column(String(64))
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))  # signed with the tenant's secret
 
     page_count: Mapped[int | None] = mapped_column(Integer)  # pages in the file
     pages_total: Mapped[int] = mapped_column(Integer, default=0)  # pages selected for OCR
@@ -249,3 +251,96 @@ class UsageEntry(Base):
     escalation: Mapped[bool] = mapped_column(Boolean)
     model_revision: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = _now()
+
+
+class WebhookEndpoint(Base):
+    """A tenant's receiver. Secrets are kept usable (they sign every delivery) and never logged."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_tenant_created", "tenant_id", "created_at", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str | None] = mapped_column(String(500))
+    event_types: Mapped[list[Any]] = mapped_column(JSONB)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(200))
+    secret: Mapped[str | None] = mapped_column(Text)  # None once the endpoint is deleted
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookTenantSecret(Base):
+    """The tenant's secret that signs deliveries to per-document ``webhook_url`` receivers."""
+
+    __tablename__ = "webhook_tenant_secrets"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class WebhookDelivery(Base):
+    """One event for one receiver; written in the transaction that writes the event."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint(_in("state", DeliveryState), name="state"),
+        UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_endpoint"),
+        Index(
+            "uq_webhook_deliveries_event_document_url",
+            "event_id",
+            unique=True,
+            postgresql_where=text("endpoint_id IS NULL"),
+        ),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("state IN ('pending', 'retrying')"),
+        ),
+        Index("ix_webhook_deliveries_tenant_created", "tenant_id", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("events.id"))
+    document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id"), index=True)
+    endpoint_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("webhook_endpoints.id"), index=True)
+    url: Mapped[str | None] = mapped_column(String(2048))  # the document's webhook_url when no endpoint
+    event_type: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str] = mapped_column(String(64))  # webhook-id: the same on every attempt and replay
+    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # every attempt ever started
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # since the last success or replay
+    next_attempt_at: Mapped[datetime] = _now()
+    lease_token: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class WebhookAttempt(Base):
+    """Append-only log of every POST a sender made (or refused to make) for a delivery."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_deliveries.id"), index=True)
+    attempt_no: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(String(2048))
+    address: Mapped[str | None] = mapped_column(String(64))  # the checked IP that was connected to
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)

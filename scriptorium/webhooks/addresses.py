@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from scriptorium.settings import WebhookSettings
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -157,15 +159,15 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     return addresses_from_getaddrinfo(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
 
 
-def check_registration(url: str, *, allow_http: bool, allowed: Sequence[IPNetwork]) -> WebhookTarget:
+def check_registration(url: str, settings: WebhookSettings) -> WebhookTarget:
     """Refuse a URL at registration when its form is wrong or it resolves to a blocked address.
 
     A host that does not resolve yet is accepted: every send resolves and checks again.
     """
-    target = parse_target(url, allow_http=allow_http)
+    target = parse_target(url, allow_http=settings.allow_http)
     try:
         addresses = resolve(target.host, target.port)
     except OSError:
         return target
-    choose_address(target.host, addresses, allowed)
+    choose_address(target.host, addresses, parse_networks(settings.allowed_networks))
     return target

@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Sequence
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the format marker, not a secret
 SECRET_BYTES = 32
 SIGNATURE_VERSION = "v1"
 ID_HEADER = "webhook-id"
@@ -62,7 +62,9 @@ def signature_header(signing_secrets: Sequence[str], message_id: str, timestamp:
     return " ".join(sign(secret, message_id, timestamp, body) for secret in signing_secrets)
 
 
-def signed_headers(signing_secrets: Sequence[str], message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+def signed_headers(
+    signing_secrets: Sequence[str], message_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
     return {
         ID_HEADER: message_id,
         TIMESTAMP_HEADER: str(timestamp),

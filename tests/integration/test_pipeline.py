@@ -158,3 +158,25 @@ def test_duplicate_page_messages_produce_one_result(
         )
     assert set(attempts) <= {1}
     assert_invariants(sessions, ids(document))
+
+
+def test_log_context_follows_the_request_into_the_tasks(fleet: Fleet, client: ApiClient, corpus: Path) -> None:
+    request_id = f"trace-{uuid.uuid4().hex[:12]}"
+    with (corpus / "pdf-real" / "crazyones.pdf").open("rb") as handle:
+        response = client.http.post(
+            "/v1/documents", files={"file": ("crazyones.pdf", handle)}, headers={"X-Request-ID": request_id}
+        )
+    assert response.headers["X-Request-ID"] == request_id
+    document_id = response.json()["id"]
+    client.wait_terminal(document_id)
+    lines = []
+    for process in fleet.processes:
+        for line in process.log().splitlines():
+            if request_id in line:
+                lines.append((process.name, json.loads(line)))
+    names = {name for name, _ in lines}
+    assert {"api", "worker-cpu", "worker-gpu"} <= names, names
+    gpu_events = [event for name, event in lines if name == "worker-gpu"]
+    assert all(event["document_id"] == document_id for event in gpu_events)
+    assert any(event.get("page_no") == 1 and event.get("task_id") for event in gpu_events)
+    assert all(event["level"] in ("debug", "info", "warning", "error", "critical") for _, event in lines)

@@ -89,6 +89,7 @@ class Fleet:
     def start_api(self) -> ManagedProcess:
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}"
+        self.env["SCRIPTORIUM_API__PUBLIC_URL"] = self.api_url  # links in events point at this API
         process = self.spawn(
             "api",
             [*SCRIPTORIUM, "api", "--host", "127.0.0.1", "--port", str(port)],

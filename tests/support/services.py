@@ -144,6 +144,8 @@ def seaweedfs(workdir: Path) -> Iterator[S3Server]:
         "-s3",
         f"-s3.port={ports['s3']}",
         f"-s3.config={config}",
+        "-s3.port.iceberg=0",  # optional listeners on fixed ports would collide between test sessions
+        "-s3.port.lance=0",
         "-master.volumeSizeLimitMB=64",
         "-volume.max=50",
     ]
