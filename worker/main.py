@@ -14,6 +14,7 @@ from scriptorium.queueing import CPU_QUEUE, GPU_QUEUE, create_celery
 from scriptorium.settings import Settings
 from worker.app import create_worker_app
 from worker.engine.base import Engine
+from worker.metrics_server import start_worker_exporter
 from worker.runtime import EngineFactory
 
 QUEUE_ALIASES = {"cpu": CPU_QUEUE, "gpu": GPU_QUEUE}
@@ -56,6 +57,7 @@ def run_worker(
         settings, engine_factory=engine_factory if serves_gpu else None, ready_file=ready_file
     )
     kind = "gpu" if serves_gpu else "cpu"
+    start_worker_exporter(settings.metrics)
     app.worker_main(
         [
             "worker",

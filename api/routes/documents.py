@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import uuid
 from datetime import datetime
@@ -18,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import RuntimeDep, SessionDep, TenantDep
 from api.errors import ApiError, error_body
+from api.pagination import decode_cursor, encode_cursor
 from api.presenters import present_document, present_page, present_page_result
 from api.routes.webhooks import document_webhook_url
 from api.schemas import DocumentList, DocumentOut, DocumentResult, ErrorResponse, PageOut
@@ -203,20 +202,6 @@ def upload_document(
     return _accepted(document, session, base_url, settings.api.retry_after_s, replay=False)
 
 
-def _encode_cursor(document: Document) -> str:
-    raw = f"{document.created_at.isoformat()}|{document.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, _, ident = raw.partition("|")
-        return datetime.fromisoformat(created), uuid.UUID(ident)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
-        raise ApiError(422, "invalid_cursor", "the cursor is not one this API issued") from error
-
-
 @router.get("", response_model=DocumentList, responses=ERRORS, summary="List documents, newest first")
 def list_documents(
     request: Request,
@@ -231,7 +216,7 @@ def list_documents(
     if state is not None:
         query = query.where(Document.state == state.value)
     if cursor:
-        created, ident = _decode_cursor(cursor)
+        created, ident = decode_cursor(cursor)
         query = query.where(
             or_(Document.created_at < created, and_(Document.created_at == created, Document.id < ident))
         )
@@ -243,7 +228,7 @@ def list_documents(
     base_url = _base_url(request, runtime)
     items = [present_document(d, page_state_counts(session, d.id), base_url) for d in rows[:limit]]
     return DocumentList(
-        items=items, next_cursor=_encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+        items=items, next_cursor=encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     )
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -15,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import RuntimeDep, SessionDep, TenantDep
 from api.errors import ApiError
+from api.pagination import decode_cursor, encode_cursor
 from api.schemas import ErrorResponse
 from scriptorium.db.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from scriptorium.logging import get_logger
@@ -340,20 +339,6 @@ def rotate_signing_secret(runtime: RuntimeDep, session: SessionDep, tenant: Tena
     return SecretOut(secret=secret, previous_secret_expires_at=row.previous_secret_expires_at)
 
 
-def _encode_cursor(delivery: WebhookDelivery) -> str:
-    raw = f"{delivery.created_at.isoformat()}|{delivery.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, _, ident = raw.partition("|")
-        return datetime.fromisoformat(created), uuid.UUID(ident)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
-        raise ApiError(422, "invalid_cursor", "the cursor is not one this API issued") from error
-
-
 @router.get(
     "/deliveries",
     response_model=DeliveryList,
@@ -376,13 +361,13 @@ def deliveries(
         state=state,
         endpoint_id=endpoint_id,
         document_id=document_id,
-        before=_decode_cursor(cursor) if cursor else None,
+        before=decode_cursor(cursor) if cursor else None,
     )
     page = rows[:limit]
     attempts = attempts_of(session, [delivery.id for delivery in page])
     return DeliveryList(
         items=[_delivery_out(delivery, attempts[delivery.id]) for delivery in page],
-        next_cursor=_encode_cursor(rows[limit - 1]) if len(rows) > limit else None,
+        next_cursor=encode_cursor(rows[limit - 1]) if len(rows) > limit else None,
     )
 
 
