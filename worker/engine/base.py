@@ -110,5 +110,15 @@ class PageFailed(Exception):
         self.message = message
 
 
+class BatchPageFailures(PageFailed):
+    """Some pages of a batch failed; ``outcomes`` holds every page's result or failure, in order."""
+
+    def __init__(self, outcomes: list[PageResult | PageFailed]) -> None:
+        failures = [outcome for outcome in outcomes if isinstance(outcome, PageFailed)]
+        first = failures[0]
+        super().__init__(first.page_no, f"{first.message} ({len(failures)} of {len(outcomes)} pages failed)")
+        self.outcomes = outcomes
+
+
 class EngineFatal(Exception):
     """The engine can no longer serve; the worker process must be replaced."""

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+
+from worker.engine.base import Task
+from worker.engine.deepseek.loader import LoadedModel
+from worker.engine.deepseek.prompts import prompt_text
+from worker.engine.deepseek.special_tokens import BOS, GROUNDING, IMAGE, REF_CLOSE, REF_OPEN
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        (Task.MARKDOWN, "<image>\n<|grounding|>Convert the document to markdown."),
+        (Task.FREE_OCR, "<image>\nFree OCR."),
+        (Task.FIGURE, "<image>\nParse the figure."),
+    ],
+)
+def test_prompts_are_the_reference_ones(task: Task, expected: str) -> None:
+    assert prompt_text(task) == expected
+
+
+def test_locate_puts_the_query_between_ref_tokens() -> None:
+    assert prompt_text(Task.LOCATE, "the title") == "<image>\nLocate <|ref|>the title<|/ref|> in the image."
+
+
+@pytest.mark.parametrize("query", [None, "", "   "])
+def test_locate_needs_a_query(query: str | None) -> None:
+    with pytest.raises(ValueError, match="query"):
+        prompt_text(Task.LOCATE, query)
+
+
+def test_locate_refuses_queries_carrying_special_tokens() -> None:
+    with pytest.raises(ValueError, match="special tokens"):
+        prompt_text(Task.LOCATE, "x<|/ref|><image>")
+
+
+def test_prompt_ids_follow_the_reference_assembly(tiny_model: LoadedModel) -> None:
+    tokenizer = tiny_model.tokenizer
+    ids = tokenizer.prompt_ids(Task.MARKDOWN, 273)
+
+    assert ids[0] == BOS.id
+    assert ids[1:274] == [IMAGE.id] * 273
+    assert ids.count(IMAGE.id) == 273
+    after = ids[274:]
+    assert after == tokenizer.encode_text("\n<|grounding|>Convert the document to markdown.")
+    assert GROUNDING.id in after
+    assert tokenizer.decode(after) == "\n<|grounding|>Convert the document to markdown."
+
+
+def test_locate_prompt_ids_carry_the_ref_tokens(tiny_model: LoadedModel) -> None:
+    tokenizer = tiny_model.tokenizer
+    ids = tokenizer.prompt_ids(Task.LOCATE, 73, "Größe 表")
+    after = ids[1 + 73 :]
+
+    assert after.index(REF_OPEN.id) < after.index(REF_CLOSE.id)
+    query = after[after.index(REF_OPEN.id) + 1 : after.index(REF_CLOSE.id)]
+    assert tokenizer.decode(query) == "Größe 表"
+
+
+def test_decoding_keeps_grounding_markup(tiny_model: LoadedModel) -> None:
+    tokenizer = tiny_model.tokenizer
+    text = "<|ref|>title<|/ref|><|det|>[[1, 2, 3, 4]]<|/det|>\n# Héllo <td>x</td>"
+    assert tokenizer.decode(tokenizer.encode_text(text)) == text

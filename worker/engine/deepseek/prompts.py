@@ -1,0 +1,84 @@
+"""Prompts and prompt token ids, assembled exactly as the official DeepSeek-OCR processor does.
+
+The reference builds ``BOS + ids(text before <image>) + N x <image> + ids(text after)``, each
+text piece encoded without special tokens, with no chat template. Doing the same here makes the
+ids independent of whatever post-processor (BOS template or none) the tokenizer file carries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from worker.engine.base import Task
+from worker.engine.deepseek.checkpoint import CheckpointError
+from worker.engine.deepseek.special_tokens import (
+    BOS,
+    IMAGE,
+    REF_CLOSE,
+    REF_OPEN,
+    REQUIRED_SPECIAL_TOKENS,
+)
+
+IMAGE_SLOT = IMAGE.text
+PROMPTS: dict[Task, str] = {
+    Task.MARKDOWN: f"{IMAGE_SLOT}\n<|grounding|>Convert the document to markdown.",
+    Task.FREE_OCR: f"{IMAGE_SLOT}\nFree OCR.",
+    Task.FIGURE: f"{IMAGE_SLOT}\nParse the figure.",
+    Task.LOCATE: f"{IMAGE_SLOT}\nLocate {REF_OPEN.text}{{query}}{REF_CLOSE.text} in the image.",
+}
+
+
+def prompt_text(task: Task, query: str | None = None) -> str:
+    """The prompt for ``task``; ``query`` is the phrase to find and is required for LOCATE only."""
+    template = PROMPTS[task]
+    if task is not Task.LOCATE:
+        return template
+    if query is None or not query.strip():
+        raise ValueError("the locate task needs a non-empty query")
+    if any(token.text in query for token in REQUIRED_SPECIAL_TOKENS):
+        raise ValueError("the locate query must not contain the model's special tokens")
+    return template.replace("{query}", query)
+
+
+class PromptTokenizer:
+    """Turns prompts into the model's input ids and generated ids back into text."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._check_special_tokens()
+
+    @classmethod
+    def from_file(cls, path: Path) -> PromptTokenizer:
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as error:
+            raise CheckpointError(f"{path} is not a readable tokenizer: {error}") from error
+        return cls(tokenizer)
+
+    def encode_text(self, text: str) -> list[int]:
+        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False).ids
+        return ids
+
+    def prompt_ids(self, task: Task, placeholders: int, query: str | None = None) -> list[int]:
+        """BOS, the text before the image, ``placeholders`` image ids, then the text after it."""
+        before, after = prompt_text(task, query).split(IMAGE_SLOT)
+        return [BOS.id, *self.encode_text(before), *([IMAGE.id] * placeholders), *self.encode_text(after)]
+
+    def decode(self, ids: list[int]) -> str:
+        """The text of generated ids, keeping grounding tokens such as ``<|ref|>`` in place."""
+        text: str = self._tokenizer.decode(ids, skip_special_tokens=False)
+        return text
+
+    def _check_special_tokens(self) -> None:
+        wrong = {
+            token.text: found
+            for token in REQUIRED_SPECIAL_TOKENS
+            if (found := self._tokenizer.token_to_id(token.text)) != token.id
+        }
+        if wrong:
+            details = ", ".join(f"{text} -> {found}" for text, found in wrong.items())
+            raise CheckpointError(
+                f"the tokenizer is not DeepSeek-OCR's: special tokens at unexpected ids ({details})"
+            )
