@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from api.errors import install_error_handlers
-from api.routes import documents, health, metrics, webhooks
+from api.ratelimit import RateLimiter
+from api.routes import batches, documents, health, metrics, usage, watches, webhooks
 from api.runtime import ApiRuntime
 from scriptorium import __version__
 from scriptorium.logging import bind_context, clear_context, get_logger
@@ -27,9 +28,11 @@ def create_app(settings: Settings, runtime: ApiRuntime | None = None) -> FastAPI
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         app.state.runtime = runtime or ApiRuntime.build(settings)
+        app.state.rate_limiter = RateLimiter.connect(settings.redis.url, settings.rate_limit)
         try:
             yield
         finally:
+            app.state.rate_limiter.close()
             if owned:
                 app.state.runtime.close()
 
@@ -62,7 +65,10 @@ def create_app(settings: Settings, runtime: ApiRuntime | None = None) -> FastAPI
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(documents.router)
+    app.include_router(batches.router)
+    app.include_router(watches.router)
     app.include_router(webhooks.router)
+    app.include_router(usage.router)
     return app
 
 

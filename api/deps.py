@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
+from api.ratelimit import RateLimiter
 from api.runtime import ApiRuntime
 from scriptorium.db.models import Tenant
 from scriptorium.logging import bind_context
@@ -48,7 +49,22 @@ def get_tenant(request: Request, session: SessionDep) -> Tenant:
         )
     bind_context(tenant=tenant.name)
     session.commit()  # end the read transaction before the request does real work
+    _within_rate_limit(request, tenant)
     return tenant
+
+
+def _within_rate_limit(request: Request, tenant: Tenant) -> None:
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is None:
+        return
+    decision = limiter.take(tenant.id, limiter.limit_for(tenant.rate_limit_per_s, tenant.rate_limit_burst))
+    if not decision.allowed:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many requests; retry in {decision.retry_after_s} s",
+            headers={"Retry-After": str(decision.retry_after_s)},
+        )
 
 
 TenantDep = Annotated[Tenant, Depends(get_tenant)]

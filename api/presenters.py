@@ -40,6 +40,8 @@ def present_document(document: Document, counts: dict[str, int], base_url: str) 
         size_bytes=document.size_bytes,
         sha256=document.sha256,
         task=document.task,
+        priority=document.priority,
+        duplicate_of=document.duplicate_of,
         routing_policy=document.routing_policy,
         page_selection=document.page_selection,
         metadata=document.client_metadata,

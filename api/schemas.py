@@ -40,6 +40,8 @@ class DocumentOut(BaseModel):
     size_bytes: int
     sha256: str
     task: str
+    priority: str = Field(description="interactive or bulk lane")
+    duplicate_of: uuid.UUID | None = Field(description="the earlier document whose result this one reuses")
     routing_policy: dict[str, Any]
     page_selection: str | None
     metadata: dict[str, Any]

@@ -109,7 +109,9 @@ def main() -> None:
             with sessions.begin() as session:
                 key = builders.tenant(session).key
             client = ApiClient(fleet, key)
-            documents = [client.upload(SAMPLE, mode="tiny")["id"] for _ in range(args.documents)]
+            documents = [
+                client.upload(SAMPLE, mode="tiny", dedup="false")["id"] for _ in range(args.documents)
+            ]
             total = 4 * len(documents)
 
             def prepared() -> bool:

@@ -15,16 +15,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, cast, func, insert, literal, or_, select, text, update
+from sqlalchemy import and_, cast, func, insert, literal, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from scriptorium.batches.completion import finish_batch_if_done
 from scriptorium.db.models import Document, Event, Page, UsageEntry
+from scriptorium.dedup import finished_originals, promote, waiting_duplicates
 from scriptorium.errors import ReasonCode
+from scriptorium.quotas import charge_usage, pause_exhausted, resume_ready
+from scriptorium.scheduling import dispatch_due_pages, lock_batch_companions
 from scriptorium.states import (
     TERMINAL_DOCUMENT_STATES,
     DocumentState,
     EventType,
+    Lane,
     PageState,
     document_outcome,
 )
@@ -116,9 +121,22 @@ class DispatchPlan:
 
     pages: list[tuple[uuid.UUID, int, str | None]] = field(default_factory=list)
     documents: list[tuple[uuid.UUID, str | None]] = field(default_factory=list)
+    lanes: dict[uuid.UUID, Lane] = field(default_factory=dict)  # a document's lane; interactive if absent
 
     def __bool__(self) -> bool:
         return bool(self.pages or self.documents)
+
+    def add_document(self, document_id: uuid.UUID, request_id: str | None, lane: Lane) -> None:
+        self.documents.append((document_id, request_id))
+        self.lanes[document_id] = lane
+
+    def merge(self, other: DispatchPlan) -> None:
+        self.pages.extend(other.pages)
+        self.documents.extend(other.documents)
+        self.lanes.update(other.lanes)
+
+    def lane_of(self, document_id: uuid.UUID) -> Lane:
+        return self.lanes.get(document_id, Lane.INTERACTIVE)
 
 
 # --- pages -------------------------------------------------------------------------------------
@@ -166,6 +184,25 @@ def _claim_returning(session: Session, statement: Any) -> list[PageClaim]:
     ]
 
 
+def _held_under(claim: PageClaim) -> tuple[Any, ...]:
+    """The fence on every write to a claimed page: still running under this claim's lease."""
+    return (
+        Page.document_id == claim.document_id,
+        Page.page_no == claim.page_no,
+        Page.lease_token == claim.lease_token,
+        Page.state == PageState.RUNNING.value,
+    )
+
+
+def _document_paused() -> Any:
+    """A paused document's pages wait: messages already in the broker find nothing to claim."""
+    return (
+        select(Document.id)
+        .where(Document.id == Page.document_id, Document.state == DocumentState.PAUSED.value)
+        .exists()
+    )
+
+
 def claim_page(
     session: Session, document_id: uuid.UUID, page_no: int, *, owner: str, lease_s: int
 ) -> PageClaim | None:
@@ -180,6 +217,7 @@ def claim_page(
                 Page.state == PageState.QUEUED.value,
                 and_(Page.state == PageState.RUNNING.value, Page.lease_expires_at < func.now()),
             ),
+            ~_document_paused(),
         )
         .values(
             state=PageState.RUNNING.value,
@@ -197,28 +235,16 @@ def claim_page(
 def claim_batch_companions(
     session: Session, *, mode: str, limit: int, owner: str, lease_s: int
 ) -> list[PageClaim]:
-    """Claim up to ``limit`` more never-attempted pages routed to ``mode``, oldest dispatch first."""
-    if limit <= 0:
+    """Claim up to ``limit`` more dispatched, never-attempted pages routed to ``mode``.
+
+    Interactive pages first, tenants in turn (see ``scheduling.lock_batch_companions``).
+    """
+    locked = lock_batch_companions(session, mode=mode, limit=limit)
+    if not locked:
         return []
-    candidates = (
-        select(Page.document_id, Page.page_no)
-        .where(
-            Page.state == PageState.QUEUED.value,
-            Page.planned_mode == mode,
-            Page.dispatched_at.is_not(None),
-            Page.attempts == 0,  # a page retried after a crash runs alone, so a poison page kills no batch-mate
-        )
-        .order_by(Page.dispatched_at, Page.document_id, Page.page_no)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("candidates")
-    )
     statement = (
         update(Page)
-        .where(
-            Page.document_id == candidates.c.document_id,
-            Page.page_no == candidates.c.page_no,
-        )
+        .where(tuple_(Page.document_id, Page.page_no).in_(locked))
         .values(
             state=PageState.RUNNING.value,
             attempts=Page.attempts + 1,
@@ -239,12 +265,7 @@ def extend_leases(
     for claim in claims:
         result = session.execute(
             update(Page)
-            .where(
-                Page.document_id == claim.document_id,
-                Page.page_no == claim.page_no,
-                Page.lease_token == claim.lease_token,
-                Page.state == PageState.RUNNING.value,
-            )
+            .where(*_held_under(claim))
             .values(lease_expires_at=func.now() + _lease_interval(lease_s))
         )
         if result.rowcount == 0:  # type: ignore[attr-defined]
@@ -256,12 +277,7 @@ def release_claim(session: Session, claim: PageClaim) -> bool:
     """Give a claimed page back to the queue (e.g. on a soft time limit) for a prompt retry."""
     result = session.execute(
         update(Page)
-        .where(
-            Page.document_id == claim.document_id,
-            Page.page_no == claim.page_no,
-            Page.lease_token == claim.lease_token,
-            Page.state == PageState.RUNNING.value,
-        )
+        .where(*_held_under(claim))
         .values(
             state=PageState.QUEUED.value,
             lease_token=None,
@@ -289,12 +305,7 @@ def record_page_outcome(session: Session, claim: PageClaim, outcome: PageOutcome
     totals = _sum_attempts(outcome.attempts)
     written = session.execute(
         update(Page)
-        .where(
-            Page.document_id == claim.document_id,
-            Page.page_no == claim.page_no,
-            Page.lease_token == claim.lease_token,
-            Page.state == PageState.RUNNING.value,
-        )
+        .where(*_held_under(claim))
         .values(
             state=outcome.state.value,
             lease_token=None,
@@ -345,6 +356,12 @@ def record_page_outcome(session: Session, claim: PageClaim, outcome: PageOutcome
                 }
                 for attempt in outcome.attempts
             ],
+        )
+        charge_usage(
+            session,
+            claim.tenant_id,
+            pages=1,
+            tokens=totals["vision_tokens"] + totals["output_tokens"],
         )
     document = session.execute(
         select(Document).where(Document.id == claim.document_id).with_for_update()
@@ -421,16 +438,24 @@ def _enter_terminal(session: Session, document: Document, state: DocumentState) 
     session.add(event)
     session.flush()
     create_deliveries(session, event, document)  # webhooks: same transaction, so no event is lost
+    if document.batch_id is not None:
+        finish_batch_if_done(session, document.batch_id)  # lock order: pages, document, then batch
     return event
 
 
 def finish_document_if_done(session: Session, document: Document) -> Event | None:
-    """Flip a processing document to its outcome when no page is left; caller holds its row lock."""
-    if document.state != DocumentState.PROCESSING.value:
+    """Flip a processing document to its outcome when no page is left; caller holds its row lock.
+
+    A document paused by a budget while its last queued page was being claimed ends here too.
+    """
+    paused_with_pages = document.state == DocumentState.PAUSED.value and document.pages_total > 0
+    if document.state != DocumentState.PROCESSING.value and not paused_with_pages:
         return None
     counts = page_state_counts(session, document.id)
     if any(counts.get(state, 0) for state in ACTIVE_PAGE_STATES):
         return None
+    if paused_with_pages:
+        document.error_code = document.error_message = None
     states = [PageState(state) for state, count in counts.items() for _ in range(count)]
     outcome = document_outcome(states)
     if outcome is DocumentState.FAILED and not document.error_code:
@@ -491,6 +516,7 @@ def claim_document_for_prepare(
         .where(
             Document.id == document_id,
             Document.prepare_attempts < max_attempts,
+            Document.duplicate_of.is_(None),
             or_(
                 Document.state == DocumentState.RECEIVED.value,
                 and_(
@@ -517,51 +543,68 @@ def claim_document_for_prepare(
 
 
 def plan_dispatch(session: Session, *, depth: int, lost_after_s: int) -> DispatchPlan:
-    """Choose pages to (re)send so the broker holds at most ``depth`` live page messages.
+    """Admit what may start now and choose pages to (re)send, at most ``depth`` live messages per lane.
 
-    A queued page whose message is older than ``lost_after_s`` counts as lost and is resent;
-    duplicates are harmless because the claim only succeeds once.
+    First settle duplicates whose original ended, pause documents of tenants past a budget and
+    resume those a budget or a free concurrency slot admits again; then pick pages in lane
+    order and tenant turns (``scriptorium.scheduling``). A queued page whose message is older
+    than ``lost_after_s`` counts as lost and is resent; duplicates are harmless because the
+    claim only succeeds once.
     """
     plan = DispatchPlan()
-    in_flight = session.execute(
-        select(func.count())
-        .select_from(Page)
-        .where(
-            Page.state == PageState.QUEUED.value,
-            Page.dispatched_at >= func.now() - _lease_interval(lost_after_s),
-        )
-    ).scalar_one()
-    capacity = depth - int(in_flight)
-    if capacity <= 0:
-        return plan
-    due = (
-        select(Page.document_id, Page.page_no)
-        .join(Document, Document.id == Page.document_id)
-        .where(
-            Page.state == PageState.QUEUED.value,
-            or_(
-                Page.dispatched_at.is_(None),
-                Page.dispatched_at < func.now() - _lease_interval(lost_after_s),
-            ),
-        )
-        .order_by(Page.dispatched_at.nulls_first(), Document.created_at, Page.document_id, Page.page_no)
-        .limit(capacity)
-        .with_for_update(of=Page, skip_locked=True)
-        .cte("due")
-    )
-    rows = session.execute(
-        update(Page)
-        .where(Page.document_id == due.c.document_id, Page.page_no == due.c.page_no)
-        .values(dispatched_at=func.now())
-        .returning(Page.document_id, Page.page_no)
-    ).all()
+    _settle_duplicates(session, plan)
+    pause_exhausted(session)
+    for resumed in resume_ready(session):
+        if resumed.prepare:
+            plan.add_document(resumed.document_id, resumed.request_id, resumed.lane)
+    due = dispatch_due_pages(session, depth=depth, lost_after_s=lost_after_s)
     request_ids = dict(
         session.execute(
-            select(Document.id, Document.request_id).where(Document.id.in_({r.document_id for r in rows}))
+            select(Document.id, Document.request_id).where(
+                Document.id.in_({page.document_id for page in due})
+            )
         ).all()
     )
-    plan.pages = [(row.document_id, row.page_no, request_ids.get(row.document_id)) for row in rows]
+    for page in due:
+        plan.pages.append((page.document_id, page.page_no, request_ids.get(page.document_id)))
+        plan.lanes[page.document_id] = page.lane
     return plan
+
+
+def _settle_duplicates(session: Session, plan: DispatchPlan) -> None:
+    """Duplicates waiting for an original that ended: reuse its result, or start the oldest of them."""
+    for original in finished_originals(session):
+        waiting = waiting_duplicates(session, original.id)
+        if not waiting:
+            continue
+        if original.state == DocumentState.COMPLETED.value:
+            for duplicate in waiting:
+                complete_as_duplicate(session, duplicate, original)
+        else:
+            root = promote(session, waiting)
+            plan.add_document(root.id, root.request_id, Lane(root.priority))
+
+
+def admit_duplicate(session: Session, document: Document, original: Document) -> Event | None:
+    """A new document (flushed, ``received``) matching ``original`` (see ``scriptorium.dedup``).
+
+    A completed original's result is reused at once; otherwise the document waits in
+    ``received`` without preparation until the original ends.
+    """
+    if original.state == DocumentState.COMPLETED.value:
+        return complete_as_duplicate(session, document, original)
+    document.duplicate_of = original.id
+    return None
+
+
+def complete_as_duplicate(session: Session, document: Document, original: Document) -> Event:
+    """Complete ``document`` with ``original``'s result: no pages of its own, no engine work, zero tokens."""
+    document.duplicate_of = original.id
+    document.kind = original.kind
+    document.page_count = original.page_count
+    document.pdf_password = None
+    document.started_at = func.now()
+    return _enter_terminal(session, document, DocumentState.COMPLETED)
 
 
 @dataclass
@@ -624,11 +667,12 @@ def sweep(session: Session, *, lost_after_s: int, prepare_attempts: int) -> tupl
                 report.documents_finished.append(event)
 
     stale_prepare = session.execute(
-        select(Document.id, Document.prepare_attempts, Document.request_id)
+        select(Document.id, Document.prepare_attempts, Document.request_id, Document.priority)
         .where(
             or_(
                 and_(
                     Document.state == DocumentState.RECEIVED.value,
+                    Document.duplicate_of.is_(None),  # waits for its original, see scriptorium.dedup
                     func.coalesce(Document.prepare_dispatched_at, Document.created_at)
                     < func.now() - _lease_interval(lost_after_s),
                 ),
@@ -655,7 +699,7 @@ def sweep(session: Session, *, lost_after_s: int, prepare_attempts: int) -> tupl
         session.execute(
             update(Document).where(Document.id == row.id).values(prepare_dispatched_at=func.now())
         )
-        plan.documents.append((row.id, row.request_id))
+        plan.add_document(row.id, row.request_id, Lane(row.priority))
     report.prepare_resent = len(plan.documents)
     return report, plan
 

@@ -7,6 +7,7 @@ from enum import StrEnum
 
 class DocumentState(StrEnum):
     RECEIVED = "received"
+    PAUSED = "paused"  # waits for a tenant quota (budget, concurrency); its error says which
     PREPARING = "preparing"
     PROCESSING = "processing"
     COMPLETED = "completed"
@@ -57,11 +58,25 @@ def document_outcome(page_states: list[PageState]) -> DocumentState:
     return DocumentState.PARTIAL
 
 
+class Lane(StrEnum):
+    """Scheduling lanes: every interactive page is dispatched before any bulk page."""
+
+    INTERACTIVE = "interactive"
+    BULK = "bulk"
+
+    @property
+    def rank(self) -> int:
+        return 0 if self is Lane.INTERACTIVE else 1
+
+
 class EventType(StrEnum):
     DOCUMENT_COMPLETED = "document.completed"
     DOCUMENT_PARTIAL = "document.partial"
     DOCUMENT_FAILED = "document.failed"
     DOCUMENT_CANCELLED = "document.cancelled"
+    BATCH_COMPLETED = "batch.completed"  # every input of the batch is accounted for and final
+    BATCH_FAILED = "batch.failed"  # the batch's intake was refused (e.g. an unsafe archive)
+    BATCH_CANCELLED = "batch.cancelled"
 
     @classmethod
     def for_document(cls, state: DocumentState) -> EventType:

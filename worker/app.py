@@ -16,9 +16,21 @@ from typing import Any
 from celery import Celery, signals
 
 from scriptorium import metrics
+from scriptorium.db.session import transaction
+from scriptorium.dedup import announce_revision
 from scriptorium.logging import bind_context, clear_context, get_logger
-from scriptorium.queueing import DELIVER_WEBHOOKS_TASK, OCR_TASK, PREPARE_TASK, SWEEP_TASK, create_celery
+from scriptorium.queueing import (
+    DELIVER_WEBHOOKS_TASK,
+    EXPAND_BATCH_TASK,
+    INGEST_WATCH_TASK,
+    OCR_TASK,
+    POLL_WATCHES_TASK,
+    PREPARE_TASK,
+    SWEEP_TASK,
+    create_celery,
+)
 from scriptorium.settings import Settings
+from worker.intake import expand_batch, ingest_watch, poll_watches
 from worker.ocr import ocr_page
 from worker.preparation import prepare_document
 from worker.runtime import EngineFactory, WorkerRuntime
@@ -50,6 +62,8 @@ class ProcessState:
             if self.settings.engine.warmup:
                 engine.warmup()
             runtime.engine = engine
+            with transaction(runtime.sessions) as session:
+                announce_revision(session, engine.revision)  # dedup reuses only results of served weights
             metrics.record_engine_ready(
                 engine, load_seconds=loaded - started, warmup_seconds=time.perf_counter() - loaded
             )
@@ -103,6 +117,18 @@ def create_worker_app(
     @app.task(name=SWEEP_TASK)  # type: ignore[untyped-decorator]
     def sweep() -> None:
         run_sweep(state.runtime)
+
+    @app.task(name=EXPAND_BATCH_TASK)  # type: ignore[untyped-decorator]
+    def expand(batch_id: str) -> None:
+        expand_batch(state.runtime, uuid.UUID(batch_id))
+
+    @app.task(name=POLL_WATCHES_TASK)  # type: ignore[untyped-decorator]
+    def poll() -> None:
+        poll_watches(state.runtime)
+
+    @app.task(name=INGEST_WATCH_TASK)  # type: ignore[untyped-decorator]
+    def ingest(watch_id: str) -> None:
+        ingest_watch(state.runtime, uuid.UUID(watch_id))
 
     @app.task(name=DELIVER_WEBHOOKS_TASK)  # type: ignore[untyped-decorator]
     def deliver() -> None:

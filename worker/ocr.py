@@ -24,6 +24,7 @@ from PIL import Image
 
 from scriptorium import metrics
 from scriptorium.db.session import transaction
+from scriptorium.dedup import announce_revision
 from scriptorium.errors import ReasonCode
 from scriptorium.lifecycle import (
     AttemptRecord,
@@ -43,12 +44,13 @@ from scriptorium.settings import Settings
 from scriptorium.states import PageState
 from scriptorium.storage import figure_key
 from worker.assembly import store_document_result
-from worker.engine.base import Engine, EngineFatal, PageFailed, PageInput, PageResult, Task
+from worker.engine.base import BatchPageFailures, Engine, EngineFatal, PageFailed, PageInput, PageResult, Task
 from worker.routing.escalation import choose_kept_result, judge
 from worker.runtime import WorkerRuntime
 
 log = get_logger(__name__)
 FATAL_EXIT_CODE = 70
+_announced_revisions: set[str] = set()  # revisions this process has recorded in engine_revisions
 
 
 @dataclass
@@ -71,6 +73,7 @@ def ocr_page(runtime: WorkerRuntime, document_id: uuid.UUID, page_no: int) -> No
     engine = runtime.require_engine()
     settings = runtime.settings
     lease_s = settings.limits.lease_s
+    _announce(runtime, engine.revision)
     with transaction(runtime.sessions) as session:
         first = claim_page(session, document_id, page_no, owner=runtime.identity, lease_s=lease_s)
         if first is None:
@@ -102,6 +105,15 @@ def ocr_page(runtime: WorkerRuntime, document_id: uuid.UUID, page_no: int) -> No
     for item in work:
         _record(runtime, engine, item)
     _refill(runtime)
+
+
+def _announce(runtime: WorkerRuntime, revision: str) -> None:
+    """Record once per process the revision this worker serves: dedup reuses only its results."""
+    if revision in _announced_revisions:
+        return
+    with transaction(runtime.sessions) as session:
+        announce_revision(session, revision)
+    _announced_revisions.add(revision)
 
 
 def _load(runtime: WorkerRuntime, claim: PageClaim) -> PageWork:
@@ -136,21 +148,31 @@ def _run_isolating_failures(engine: Engine, items: Sequence[PageWork], mode: Mod
         for item in items
     ]
     try:
-        return list(engine.run(inputs))
-    except PageFailed:
-        if len(items) == 1:
-            items[0].error = PageFailed(items[0].claim.page_no, "the engine could not read the page")
-            items[0].done = True
-            return [None]
+        outcomes: list[PageResult | PageFailed] = list(engine.run(inputs))
+    except BatchPageFailures as failures:
+        outcomes = failures.outcomes
+    except PageFailed as failure:
+        outcomes = [failure] if len(items) == 1 else _one_by_one(engine, inputs)
     results: list[PageResult | None] = []
-    for item, page_input in zip(items, inputs, strict=True):
-        try:
-            results.append(engine.run([page_input])[0])
-        except PageFailed as failed:
-            item.error = failed
+    for item, outcome in zip(items, outcomes, strict=True):
+        if isinstance(outcome, PageFailed):
+            item.error = outcome
             item.done = True
             results.append(None)
+        else:
+            results.append(outcome)
     return results
+
+
+def _one_by_one(engine: Engine, inputs: Sequence[PageInput]) -> list[PageResult | PageFailed]:
+    """Find the page that failed a batch (engines that cannot tell which one did)."""
+    outcomes: list[PageResult | PageFailed] = []
+    for page_input in inputs:
+        try:
+            outcomes.append(engine.run([page_input])[0])
+        except PageFailed as failure:
+            outcomes.append(failure)
+    return outcomes
 
 
 def _judge(item: PageWork, result: PageResult, settings: Settings) -> None:

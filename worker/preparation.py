@@ -18,6 +18,7 @@ from PIL import Image
 from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 
+from scriptorium import metrics
 from scriptorium.db.models import Document, Page
 from scriptorium.db.session import transaction
 from scriptorium.errors import InputRejected
@@ -30,6 +31,7 @@ from scriptorium.lifecycle import (
 )
 from scriptorium.logging import get_logger
 from scriptorium.policy import RoutingPolicy
+from scriptorium.quotas import hold_for_concurrency
 from scriptorium.states import DocumentState, PageState
 from scriptorium.storage import page_image_key
 from worker.prepare.sandbox import RenderedPageFile, render_document_sandboxed
@@ -50,6 +52,9 @@ class PreparedDocument:
 def prepare_document(runtime: WorkerRuntime, document_id: uuid.UUID) -> None:
     settings = runtime.settings
     with transaction(runtime.sessions) as session:
+        if hold_for_concurrency(session, document_id):
+            log.info("prepare.paused", why="the tenant has its maximum of documents in progress")
+            return
         document = claim_document_for_prepare(
             session,
             document_id,
@@ -67,6 +72,7 @@ def prepare_document(runtime: WorkerRuntime, document_id: uuid.UUID) -> None:
         with transaction(runtime.sessions) as session:
             fail_document(session, document_id, rejected.reason, rejected.message)
         log.info("prepare.rejected", reason=rejected.reason.value, detail=rejected.message)
+        metrics.count_prepared("rejected", reason=rejected.reason.value)
         return
     _commit(runtime, document_id, prepared)
 
@@ -149,3 +155,4 @@ def _commit(runtime: WorkerRuntime, document_id: uuid.UUID, prepared: PreparedDo
         )
     runtime.publisher.publish(plan)
     log.info("prepare.done", pages=len(prepared.pages), dispatched=len(plan.pages))
+    metrics.count_prepared("prepared", page_modes=[page["planned_mode"] for page in prepared.pages])

@@ -1,11 +1,14 @@
-"""The periodic repair pass: expired leases, exhausted pages, lost messages, stuck preparation."""
+"""The periodic repair pass: expired leases, exhausted pages, lost messages, stuck preparation
+and stuck batch intake."""
 
 from __future__ import annotations
 
+from scriptorium.batches.intake import stalled_intake
 from scriptorium.db.session import transaction
 from scriptorium.lifecycle import SweepReport, plan_dispatch, sweep, try_sweeper_lock
 from scriptorium.logging import get_logger
 from worker.assembly import store_document_result
+from worker.intake import INTAKE_ATTEMPTS
 from worker.preparation import PREPARE_ATTEMPTS
 from worker.runtime import WorkerRuntime
 
@@ -24,17 +27,25 @@ def run_sweep(runtime: WorkerRuntime) -> SweepReport | None:
         dispatch = plan_dispatch(
             session, depth=limits.dispatch_depth, lost_after_s=limits.lost_message_after_s
         )
-        plan.pages.extend(dispatch.pages)
+        plan.merge(dispatch)
+        intake_resend, _ = stalled_intake(
+            session, lost_after_s=limits.lost_message_after_s, max_attempts=INTAKE_ATTEMPTS
+        )
     runtime.publisher.publish(plan)
+    for batch_id in intake_resend:
+        runtime.publisher.send_expand_batch(batch_id)
     for event in report.documents_finished:
-        store_document_result(runtime, event.document_id)
-    if report.requeued or report.dead or report.prepare_resent or plan.pages:
+        if event.document_id is not None:
+            store_document_result(runtime, event.document_id)
+    if report.requeued or report.dead or plan.documents or plan.pages or intake_resend:
         log.info(
             "sweep.repaired",
             requeued=report.requeued,
             dead=report.dead,
             prepare_resent=report.prepare_resent,
+            prepare_sent=len(plan.documents),
             pages_dispatched=len(plan.pages),
             documents_finished=len(report.documents_finished),
+            intake_resent=len(intake_resend),
         )
     return report

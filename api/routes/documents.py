@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 from sqlalchemy import and_, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.deps import RuntimeDep, SessionDep, TenantDep
@@ -22,13 +20,15 @@ from api.routes.webhooks import document_webhook_url
 from api.schemas import DocumentList, DocumentOut, DocumentResult, ErrorResponse, PageOut
 from scriptorium.db.models import Document, Page, Tenant
 from scriptorium.errors import ReasonCode
+from scriptorium.idempotency import REPLAYED_HEADER, find_by_key
+from scriptorium.intake import Dedup, DocumentSpec, intake_stream
 from scriptorium.lifecycle import cancel_document, page_state_counts
 from scriptorium.logging import bind_context, get_logger
 from scriptorium.page_ranges import parse_page_selection
 from scriptorium.policy import RoutingPolicy
 from scriptorium.results import assemble_markdown, failed_pages
-from scriptorium.states import DocumentState
-from scriptorium.storage import StorageUnavailable, UploadTooLarge, raw_key
+from scriptorium.states import DocumentState, Lane
+from scriptorium.storage import StorageUnavailable, UploadTooLarge
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 log = get_logger(__name__)
@@ -90,13 +90,27 @@ def _metadata(text: str | None) -> dict[str, Any]:
     return value
 
 
+def _pages_source(session: Session, document: Document) -> Document:
+    """Whose pages a document shows: a completed duplicate shows its original's."""
+    if document.duplicate_of is None or document.state != DocumentState.COMPLETED.value:
+        return document
+    original = session.get(Document, document.duplicate_of)
+    return original if original is not None else document
+
+
+def _present(session: Session, document: Document, base_url: str) -> DocumentOut:
+    source = _pages_source(session, document)
+    body = present_document(document, page_state_counts(session, source.id), base_url)
+    return body.model_copy(update={"pages_total": source.pages_total}) if source is not document else body
+
+
 def _accepted(
     document: Document, session: Session, base_url: str, retry_after: int, *, replay: bool
 ) -> Response:
-    body = present_document(document, page_state_counts(session, document.id), base_url)
+    body = _present(session, document, base_url)
     headers = {"Location": body.links.self, "Retry-After": str(retry_after)}
     if replay:
-        headers["Idempotent-Replayed"] = "true"
+        headers[REPLAYED_HEADER] = "true"
     return JSONResponse(body.model_dump(mode="json"), status_code=202, headers=headers)
 
 
@@ -124,18 +138,22 @@ def upload_document(
     webhook_url: Annotated[
         str | None, Form(description="also POST the outcome here, signed with the tenant's signing secret")
     ] = None,
+    priority: Annotated[
+        Lane, Form(description="interactive (default) is served before every bulk page")
+    ] = Lane.INTERACTIVE,
+    dedup: Annotated[
+        bool,
+        Form(
+            description="reuse the result of an earlier upload of the same bytes and options (default true)"
+        ),
+    ] = True,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> Response:
     settings = runtime.settings
     base_url = _base_url(request, runtime)
-    if idempotency_key:
-        existing = session.execute(
-            select(Document).where(
-                Document.tenant_id == tenant.id, Document.idempotency_key == idempotency_key
-            )
-        ).scalar_one_or_none()
-        if existing is not None:
-            return _accepted(existing, session, base_url, settings.api.retry_after_s, replay=True)
+    existing = find_by_key(session, Document, tenant.id, idempotency_key)
+    if existing is not None:
+        return _accepted(existing, session, base_url, settings.api.retry_after_s, replay=True)
     if pages:
         parse_page_selection(pages)
     routing_policy = _policy(tenant, mode, policy)
@@ -150,9 +168,31 @@ def upload_document(
 
     document_id = uuid.uuid4()
     bind_context(document_id=str(document_id))
-    key = raw_key(tenant.id, document_id)
+    spec = DocumentSpec(
+        task=task,
+        routing_policy=routing_policy.model_dump(mode="json"),
+        page_selection=pages,
+        metadata=client_metadata,
+        priority=priority,
+        dedup=dedup,
+        password=password or None,
+        webhook_url=checked_webhook_url,
+    )
     try:
-        stored = runtime.store.put_stream(key, file.file, limit=limit)
+        accepted = intake_stream(
+            session,
+            runtime.store,
+            runtime.publisher,
+            file.file,
+            limit=limit,
+            tenant_id=tenant.id,
+            spec=spec,
+            filename=file.filename,
+            dedup=Dedup.from_settings(settings, enabled=dedup),
+            document_id=document_id,
+            idempotency_key=idempotency_key,
+            request_id=request.state.request_id,
+        )
     except UploadTooLarge as error:
         raise ApiError(
             413, ReasonCode.TOO_LARGE.value, f"uploads are limited to {error.limit} bytes"
@@ -165,40 +205,17 @@ def upload_document(
             "object storage is unavailable; retry later",
             headers={"Retry-After": "10"},
         ) from error
-
-    document = Document(
-        id=document_id,
-        tenant_id=tenant.id,
-        state=DocumentState.RECEIVED.value,
-        idempotency_key=idempotency_key,
-        filename=(file.filename or None) and file.filename[:1024],
-        size_bytes=stored.size,
-        sha256=stored.sha256,
-        raw_key=key,
-        page_selection=pages,
+    document = accepted.document
+    if accepted.replayed:
+        return _accepted(document, session, base_url, settings.api.retry_after_s, replay=True)
+    log.info(
+        "document.received",
+        size=document.size_bytes,
+        sha256=document.sha256,
         task=task,
-        routing_policy=routing_policy.model_dump(mode="json"),
-        client_metadata=client_metadata,
-        pdf_password=password or None,
-        request_id=request.state.request_id,
-        webhook_url=checked_webhook_url,
+        priority=document.priority,
+        duplicate_of=document.duplicate_of and str(document.duplicate_of),
     )
-    session.add(document)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        runtime.store.delete(key)
-        existing = session.execute(
-            select(Document).where(
-                Document.tenant_id == tenant.id, Document.idempotency_key == idempotency_key
-            )
-        ).scalar_one()
-        return _accepted(existing, session, base_url, settings.api.retry_after_s, replay=True)
-    log.info("document.received", size=stored.size, sha256=stored.sha256, task=task)
-    if runtime.publisher.send_prepare(document.id, document.request_id):
-        document.prepare_dispatched_at = datetime.now().astimezone()
-        session.commit()
     return _accepted(document, session, base_url, settings.api.retry_after_s, replay=False)
 
 
@@ -226,7 +243,7 @@ def list_documents(
         ).scalars()
     )
     base_url = _base_url(request, runtime)
-    items = [present_document(d, page_state_counts(session, d.id), base_url) for d in rows[:limit]]
+    items = [_present(session, d, base_url) for d in rows[:limit]]
     return DocumentList(
         items=items, next_cursor=encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     )
@@ -237,7 +254,7 @@ def get_document(
     document_id: uuid.UUID, request: Request, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
 ) -> DocumentOut:
     document = _own_document(session, tenant, document_id)
-    return present_document(document, page_state_counts(session, document.id), _base_url(request, runtime))
+    return _present(session, document, _base_url(request, runtime))
 
 
 @router.get(
@@ -262,14 +279,15 @@ def get_result(
             f"the document is {document.state}; results exist once it is terminal",
             headers={"Retry-After": str(runtime.settings.api.retry_after_s)},
         )
-    pages = list(session.execute(select(Page).where(Page.document_id == document.id)).scalars())
+    source = _pages_source(session, document)
+    pages = list(session.execute(select(Page).where(Page.document_id == source.id)).scalars())
     failed = failed_pages(pages)
     if format == "markdown":
         headers = {"X-Failed-Pages": ",".join(map(str, failed))} if failed else {}
         return PlainTextResponse(assemble_markdown(pages), media_type="text/markdown", headers=headers)
     base_url = _base_url(request, runtime)
     result = DocumentResult(
-        document=present_document(document, page_state_counts(session, document.id), base_url),
+        document=_present(session, document, base_url),
         pages=[present_page_result(page, runtime.store) for page in sorted(pages, key=lambda p: p.page_no)],
         failed_pages=failed,
     )
@@ -286,10 +304,10 @@ def get_page(
     document_id: uuid.UUID, page_no: int, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
 ) -> PageOut:
     document = _own_document(session, tenant, document_id)
-    page = session.get(Page, (document.id, page_no))
+    page = session.get(Page, (_pages_source(session, document).id, page_no))
     if page is None:
         raise ApiError(404, "not_found", f"document {document_id} has no selected page {page_no}")
-    return present_page(page, runtime.store)
+    return present_page(page, runtime.store).model_copy(update={"document_id": document.id})
 
 
 @router.delete(
@@ -314,5 +332,5 @@ def cancel(
     cancel_document(session, locked)
     session.commit()
     log.info("document.cancelled")
-    body = present_document(locked, page_state_counts(session, locked.id), _base_url(request, runtime))
+    body = _present(session, locked, _base_url(request, runtime))
     return JSONResponse(body.model_dump(mode="json"), status_code=202)

@@ -115,9 +115,10 @@ class DeliveryOut(BaseModel):
     webhook_id: str = Field(description="the webhook-id header: the same on every attempt and replay")
     event_id: uuid.UUID
     event_type: str
-    document_id: uuid.UUID
+    document_id: uuid.UUID | None = Field(description="the document a document.* event is about")
+    batch_id: uuid.UUID | None = Field(description="the batch a batch.* event is about")
     endpoint_id: uuid.UUID | None
-    url: str | None = Field(description="the document's own webhook_url, when not sent to an endpoint")
+    url: str | None = Field(description="the document's or batch's own webhook_url, not an endpoint's")
     state: str
     attempt_count: int
     next_attempt_at: datetime | None = Field(description="when the next attempt is due (pending or retrying)")
@@ -156,6 +157,7 @@ def _delivery_out(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> 
         event_id=delivery.event_id,
         event_type=delivery.event_type,
         document_id=delivery.document_id,
+        batch_id=delivery.batch_id,
         endpoint_id=delivery.endpoint_id,
         url=delivery.url,
         state=delivery.state,

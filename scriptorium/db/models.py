@@ -30,7 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from scriptorium.states import DocumentState, EventType, PageState
+from scriptorium.batches.states import BatchKind, BatchState, ItemState, WatchObjectState
+from scriptorium.states import TERMINAL_DOCUMENT_STATES, DocumentState, EventType, Lane, PageState
 from scriptorium.webhooks.states import DeliveryState
 
 NAMING_CONVENTION = {
@@ -61,6 +62,12 @@ class Tenant(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     routing_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # default policy for uploads
+    # Quotas (None: unlimited / the settings' default). See scriptorium/quotas.py.
+    page_budget: Mapped[int | None] = mapped_column(BigInteger)  # pages the engine may read in total
+    token_budget: Mapped[int | None] = mapped_column(BigInteger)  # vision + output tokens in total
+    max_concurrent_documents: Mapped[int | None] = mapped_column(Integer)  # preparing or processing at once
+    rate_limit_per_s: Mapped[float | None] = mapped_column(Float)  # API requests refilled per second
+    rate_limit_burst: Mapped[int | None] = mapped_column(Integer)  # API requests allowed back to back
     created_at: Mapped[datetime] = _now()
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant")
@@ -88,6 +95,35 @@ class Document(Base):
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_documents_tenant_idempotency"),
         Index("ix_documents_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_documents_state_updated", "state", "updated_at"),
+        # Finds a batch's unfinished documents at once when one of them turns terminal.
+        Index(
+            "ix_documents_batch_unfinished",
+            "batch_id",
+            postgresql_where=text(f"NOT ({_in('state', sorted(TERMINAL_DOCUMENT_STATES))})"),
+        ),
+        CheckConstraint(_in("priority", Lane), name="priority"),
+        Index(
+            "ix_documents_dedup",
+            "tenant_id",
+            "dedup_fingerprint",
+            postgresql_where=text("dedup_fingerprint IS NOT NULL AND duplicate_of IS NULL"),
+        ),
+        Index(
+            "ix_documents_waiting_duplicates",
+            "duplicate_of",
+            postgresql_where=text("duplicate_of IS NOT NULL AND state = 'received'"),
+        ),
+        Index(
+            "ix_documents_fair_share",
+            "priority",
+            "tenant_id",
+            "created_at",
+            "id",
+            postgresql_where=text("state = 'processing'"),
+        ),
+        Index(
+            "ix_documents_active", "tenant_id", postgresql_where=text("state IN ('preparing', 'processing')")
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
@@ -106,6 +142,14 @@ class Document(Base):
     pdf_password: Mapped[str | None] = mapped_column(Text)  # wiped once the document is prepared
     request_id: Mapped[str | None] = mapped_column(String(64))
     webhook_url: Mapped[str | None] = mapped_column(String(2048))  # signed with the tenant's secret
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"), index=True)
+    priority: Mapped[str] = mapped_column(
+        String(16), default=Lane.INTERACTIVE.value, server_default=Lane.INTERACTIVE.value
+    )
+    # Same bytes + options (see scriptorium/dedup.py); None when the document may not be reused.
+    dedup_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # The original whose result this document serves (completed) or waits for (received).
+    duplicate_of: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("documents.id"))
 
     page_count: Mapped[int | None] = mapped_column(Integer)  # pages in the file
     pages_total: Mapped[int] = mapped_column(Integer, default=0)  # pages selected for OCR
@@ -220,11 +264,23 @@ class Event(Base):
         CheckConstraint(_in("type", EventType), name="type"),
         # One terminal event per document, whatever duplicate tasks try.
         UniqueConstraint("document_id", "type", name="uq_events_document_type"),
+        # A batch's events are about the batch instead, one per type and round (retry-failed starts one).
+        CheckConstraint("(document_id IS NULL) <> (batch_id IS NULL)", name="subject"),
+        Index(
+            "uq_events_batch_round_type",
+            "batch_id",
+            "batch_round",
+            "type",
+            unique=True,
+            postgresql_where=text("batch_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
-    document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id"))
+    document_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("documents.id"))
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"))
+    batch_round: Mapped[int | None] = mapped_column(Integer)
     type: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _now()
@@ -311,9 +367,10 @@ class WebhookDelivery(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
     event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("events.id"))
-    document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id"), index=True)
+    document_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("documents.id"), index=True)
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"), index=True)
     endpoint_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("webhook_endpoints.id"), index=True)
-    url: Mapped[str | None] = mapped_column(String(2048))  # the document's webhook_url when no endpoint
+    url: Mapped[str | None] = mapped_column(String(2048))  # the document's (batch's) webhook_url
     event_type: Mapped[str] = mapped_column(String(64))
     message_id: Mapped[str] = mapped_column(String(64))  # webhook-id: the same on every attempt and replay
     state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING.value)
@@ -344,3 +401,144 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     response_excerpt: Mapped[str | None] = mapped_column(Text)
+
+
+class TenantUsage(Base):
+    """Running totals of what the engine read for a tenant; equals the sum over its ledger rows."""
+
+    __tablename__ = "tenant_usage"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    pages: Mapped[int] = mapped_column(BigInteger, default=0)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)  # vision + output
+    updated_at: Mapped[datetime] = _now()
+
+
+class EngineRevision(Base):
+    """A model revision GPU workers announced serving; dedup reuses results of the latest one only."""
+
+    __tablename__ = "engine_revisions"
+
+    revision: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_seen_at: Mapped[datetime] = _now()
+    last_seen_at: Mapped[datetime] = _now()
+
+
+class Batch(Base):
+    """Many inputs ingested and tracked as one unit. ``source`` says where inputs come from and names
+    a configured source for buckets; credentials never live in a row."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        CheckConstraint(_in("state", BatchState), name="state"),
+        CheckConstraint(_in("kind", BatchKind), name="kind"),
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_batches_tenant_idempotency"),
+        Index("ix_batches_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_batches_expanding", "intake_dispatched_at", postgresql_where=text("state = 'expanding'")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    round: Mapped[int] = mapped_column(Integer, default=1)  # retry-failed starts the next round
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[dict[str, Any]] = mapped_column(JSONB)  # e.g. {source, bucket, prefix} or {key}
+    options: Mapped[dict[str, Any]] = mapped_column(JSONB)  # defaults of every document it creates
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))  # batch events, tenant-signed
+
+    inputs_total: Mapped[int] = mapped_column(Integer, default=0)  # inputs discovered (the last seq)
+    inputs_complete: Mapped[bool] = mapped_column(Boolean, default=False)  # discovery finished
+    intake_marker: Mapped[str | None] = mapped_column(Text)  # last listed key / manifest line read
+    intake_attempts: Mapped[int] = mapped_column(Integer, default=0)  # intake runs that did not finish
+    intake_lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    intake_dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BatchItem(Base):
+    """One input of a batch, in input order; accounted for in the reconciliation report."""
+
+    __tablename__ = "batch_items"
+    __table_args__ = (
+        CheckConstraint(_in("state", ItemState), name="state"),
+        Index("ix_batch_items_pending", "batch_id", "seq", postgresql_where=text("state = 'pending'")),
+    )
+
+    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1-based order of discovery
+    name: Mapped[str] = mapped_column(Text)  # the archive path, object key or manifest URI
+    origin: Mapped[dict[str, Any]] = mapped_column(JSONB)  # where its bytes are: staged key or source object
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # per-input overrides (manifest)
+    state: Mapped[str] = mapped_column(String(16), default=ItemState.PENDING.value)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    document_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("documents.id"), index=True)
+    history: Mapped[list[Any]] = mapped_column(JSONB, default=list)  # earlier documents, oldest first
+    fetch_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class Watch(Base):
+    """A watched bucket prefix: new objects become documents (notifications, or polling after a marker)."""
+
+    __tablename__ = "watches"
+    __table_args__ = (Index("ix_watches_tenant_created", "tenant_id", "created_at", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str | None] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(64))  # a configured source's name
+    bucket: Mapped[str] = mapped_column(String(255))
+    prefix: Mapped[str] = mapped_column(String(1024))
+    options: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    token_hash: Mapped[str] = mapped_column(String(64))  # SHA-256 of the notification token
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    poll_marker: Mapped[str | None] = mapped_column(Text)  # polling lists keys after this one
+    polled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WatchObject(Base):
+    """An object a watch saw; the unique (watch, key, etag) makes it one document however it was seen."""
+
+    __tablename__ = "watch_objects"
+    __table_args__ = (
+        CheckConstraint(_in("state", WatchObjectState), name="state"),
+        UniqueConstraint("watch_id", "key", "etag", name="uq_watch_objects_watch_key_etag"),
+        Index(
+            "ix_watch_objects_due",
+            "watch_id",
+            "claimed_until",
+            postgresql_where=text("state IN ('pending', 'ingesting')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    watch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("watches.id"))
+    key: Mapped[str] = mapped_column(String(1024))
+    etag: Mapped[str] = mapped_column(String(128))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), default=WatchObjectState.PENDING.value)
+    notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # seen by a notification
+    listed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # seen by polling
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    fetch_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    document_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("documents.id"))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()

@@ -189,7 +189,9 @@ def test_redis_restarted_mid_run_loses_nothing(
         fleet.start_beat()
         fleet.start_gpu_worker(engine_env={"FAKE_ENGINE_DELAY_S": "0.5"})
         client = ApiClient.for_new_tenant(fleet, sessions)
-        documents = [client.upload(corpus / "pdf-real" / "normal_4pages.pdf") for _ in range(3)]
+        documents = [
+            client.upload(corpus / "pdf-real" / "normal_4pages.pdf", dedup="false") for _ in range(3)
+        ]
         wait_until(
             lambda: client.document(documents[0]["id"])["pages"].get("done", 0) >= 1,
             timeout=60,

@@ -160,7 +160,9 @@ def test_duplicate_page_messages_produce_one_result(
     assert_invariants(sessions, ids(document))
 
 
-def test_log_context_follows_the_request_into_the_tasks(fleet: Fleet, client: ApiClient, corpus: Path) -> None:
+def test_log_context_follows_the_request_into_the_tasks(
+    fleet: Fleet, client: ApiClient, corpus: Path
+) -> None:
     request_id = f"trace-{uuid.uuid4().hex[:12]}"
     with (corpus / "pdf-real" / "crazyones.pdf").open("rb") as handle:
         response = client.http.post(

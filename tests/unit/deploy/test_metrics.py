@@ -181,13 +181,13 @@ def test_the_api_serves_metrics(fresh_database: str) -> None:
     assert "/metrics" not in create_app(settings).openapi()["paths"]
 
 
-def test_a_gpu_worker_process_publishes_its_engine_start(tmp_path: Path) -> None:
+def test_a_gpu_worker_process_publishes_its_engine_start(tmp_path: Path, settings: Settings) -> None:
     from tests.support.deterministic_engine import build
     from worker.app import ProcessState
 
     loads = sample("scriptorium_engines_ready")
     ready = tmp_path / "ready"
-    runtime = ProcessState(Settings(_env_file=None), build, ready).start()
+    runtime = ProcessState(settings, build, ready).start()  # announces its revision in Postgres
     try:
         assert ready.exists()
         assert sample("scriptorium_engines_ready") == 1 >= loads

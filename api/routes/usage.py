@@ -1,0 +1,150 @@
+"""Usage and quota: the tenant's bill from the usage ledger, its limits and what they leave."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+
+from api.deps import SessionDep, TenantDep
+from api.errors import ApiError
+from api.schemas import ErrorResponse
+from scriptorium.db.models import Document
+from scriptorium.quotas import quota_of
+from scriptorium.states import DocumentState
+from scriptorium.usage import GroupBy, UsageLine, lines_as_csv, usage_lines, usage_total
+
+router = APIRouter(prefix="/v1", tags=["usage"])
+DEFAULT_WINDOW = timedelta(days=30)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+    429: {"model": ErrorResponse},
+}
+
+
+class UsageLineOut(BaseModel):
+    key: str | None = Field(description="UTC day (YYYY-MM-DD), mode, batch id or document id; null: no batch")
+    pages: int = Field(description="distinct pages the engine read in this group")
+    engine_runs: int = Field(description="engine runs, escalations included")
+    vision_tokens: int
+    valid_tokens: int
+    prompt_tokens: int
+    output_tokens: int
+    escalations: int
+    engine_seconds: float
+
+
+class UsageReport(BaseModel):
+    start: datetime = Field(description="inclusive")
+    end: datetime = Field(description="exclusive")
+    group_by: GroupBy
+    lines: list[UsageLineOut]
+    total: UsageLineOut
+
+
+class QuotaOut(BaseModel):
+    page_budget: int | None = Field(description="pages the engine may read in total; null: unlimited")
+    token_budget: int | None = Field(description="vision + output tokens in total; null: unlimited")
+    pages_used: int
+    tokens_used: int
+    pages_left: int | None
+    tokens_left: int | None
+    max_concurrent_documents: int | None = Field(description="documents preparing or processing at once")
+    documents_in_progress: int
+    documents_paused: dict[str, int] = Field(description="paused documents by reason")
+    rate_limit_per_s: float | None = Field(description="the tenant's own request rate; null: the default")
+    rate_limit_burst: int | None
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    end = _utc(end) if end else datetime.now(UTC)
+    start = _utc(start) if start else end - DEFAULT_WINDOW
+    if start >= end:
+        raise ApiError(422, "invalid_window", "`from` must be before `to`")
+    return start, end
+
+
+def _out(line: UsageLine) -> UsageLineOut:
+    return UsageLineOut.model_validate(line.as_dict())
+
+
+@router.get(
+    "/usage",
+    response_model=UsageReport,
+    responses={**ERRORS, 200: {"content": {"text/csv": {}}, "model": UsageReport}},
+    summary="Pages, tokens, escalations and engine time, grouped by day, mode, batch or document",
+)
+def usage(
+    session: SessionDep,
+    tenant: TenantDep,
+    start: Annotated[
+        datetime | None,
+        Query(alias="from", description="ISO date or time, inclusive (default: `to` − 30 days)"),
+    ] = None,
+    end: Annotated[
+        datetime | None, Query(alias="to", description="ISO date or time, exclusive (default: now)")
+    ] = None,
+    group_by: Annotated[GroupBy, Query()] = GroupBy.DAY,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+) -> Response:
+    start, end = _window(start, end)
+    lines = usage_lines(session, tenant.id, start=start, end=end, group_by=group_by)
+    if format == "csv":
+        filename = f"usage-{group_by.value}-{start:%Y%m%d}-{end:%Y%m%d}.csv"
+        return Response(
+            lines_as_csv(lines, group_by),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+    report = UsageReport(
+        start=start,
+        end=end,
+        group_by=group_by,
+        lines=[_out(line) for line in lines],
+        total=_out(usage_total(session, tenant.id, start=start, end=end)),
+    )
+    return JSONResponse(report.model_dump(mode="json"))
+
+
+@router.get(
+    "/quota", response_model=QuotaOut, responses=ERRORS, summary="The tenant's limits and what is left"
+)
+def quota(session: SessionDep, tenant: TenantDep) -> QuotaOut:
+    current = quota_of(session, tenant.id)
+    paused = dict(
+        session.execute(
+            select(Document.error_code, func.count())
+            .where(Document.tenant_id == tenant.id, Document.state == DocumentState.PAUSED.value)
+            .group_by(Document.error_code)
+        ).all()
+    )
+    in_progress = session.execute(
+        select(func.count()).where(
+            Document.tenant_id == tenant.id,
+            Document.state.in_((DocumentState.PREPARING.value, DocumentState.PROCESSING.value)),
+        )
+    ).scalar_one()
+    return QuotaOut(
+        page_budget=current.page_budget,
+        token_budget=current.token_budget,
+        pages_used=current.pages_used,
+        tokens_used=current.tokens_used,
+        pages_left=None if current.page_budget is None else max(0, current.page_budget - current.pages_used),
+        tokens_left=None
+        if current.token_budget is None
+        else max(0, current.token_budget - current.tokens_used),
+        max_concurrent_documents=current.max_concurrent_documents,
+        documents_in_progress=in_progress,
+        documents_paused={str(reason): count for reason, count in paused.items()},
+        rate_limit_per_s=current.rate_limit_per_s,
+        rate_limit_burst=current.rate_limit_burst,
+    )

@@ -1,0 +1,60 @@
+"""``Idempotency-Key`` for create calls: a repeated request answers with what the first one created.
+
+A table whose rows a create call makes carries ``tenant_id`` and ``idempotency_key`` columns
+under a unique constraint on the pair. The call looks the key up first and, if it finds a row,
+answers with it (``Idempotent-Replayed: true``) instead of creating another. Two requests with
+the same key racing past that lookup meet at the constraint: the loser's transaction rolls
+back, it undoes what it did outside the database (``undo``) and answers with the winner's row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+class KeyedRow(Protocol):
+    tenant_id: uuid.UUID
+    idempotency_key: str | None
+
+
+RowT = TypeVar("RowT", bound=KeyedRow)
+
+
+def find_by_key(session: Session, model: type[RowT], tenant_id: uuid.UUID, key: str | None) -> RowT | None:
+    """The tenant's row created under ``key``, if any."""
+    if not key:
+        return None
+    columns = model.__table__.c  # type: ignore[attr-defined]
+    row: RowT | None = session.execute(
+        select(model).where(columns.tenant_id == tenant_id, columns.idempotency_key == key)
+    ).scalar_one_or_none()
+    return row
+
+
+def commit_or_replay(
+    session: Session, row: RowT, *, undo: Callable[[], None] | None = None
+) -> tuple[RowT, bool]:
+    """Commit the session that adds ``row``; if its key was taken meanwhile, the row that took it.
+
+    Returns the row to answer with and whether it is a replay. An integrity error that is not
+    about the key is raised again.
+    """
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = find_by_key(session, type(row), row.tenant_id, row.idempotency_key)
+        if existing is None:
+            raise
+        if undo is not None:
+            undo()
+        return existing, True
+    return row, False

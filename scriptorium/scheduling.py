@@ -1,0 +1,174 @@
+"""Lanes and per-tenant fair share: which queued pages go to the broker next, decided in SQL.
+
+Each lane keeps at most ``depth`` live page messages, so a bulk backlog never stands between an
+interactive page and a GPU: interactive pages are dispatched first and travel at a higher broker
+priority. Within a lane tenants take turns: a tenant's due pages are numbered 1, 2, 3 … after the
+pages it already has in flight, and pages go out in that order, so a tenant with a million queued
+pages gets one slot for each slot of a tenant with ten. Only documents in ``processing`` are
+served; a tenant whose page budget is used up (pages read plus pages in flight) gets no more
+pages, and one whose token budget is spent gets none.
+
+Each tenant contributes at most ``capacity`` candidates, read through ``ix_documents_fair_share``
+in document order, so a call costs the same with a backlog of a thousand pages or of a million.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from scriptorium.states import Lane
+
+LANES = (Lane.INTERACTIVE, Lane.BULK)
+
+_LIVE_MESSAGES = text(
+    """
+    SELECT d.priority AS lane, count(*) AS messages
+    FROM pages p JOIN documents d ON d.id = p.document_id
+    WHERE p.state = 'queued' AND p.dispatched_at >= now() - make_interval(secs => :lost_after_s)
+    GROUP BY d.priority
+    """
+)
+
+# "waiting" lists the lane's tenants with processing documents by skipping through the index
+# (one probe per tenant, not one row per document); each tenant then offers at most :capacity
+# pages in document order, of which the first "allowed" (its page budget) take part.
+_DISPATCH_LANE = text(
+    """
+    WITH RECURSIVE waiting(tenant_id) AS (
+        (SELECT d.tenant_id FROM documents d
+         WHERE d.state = 'processing' AND d.priority = :lane
+         ORDER BY d.tenant_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT d.tenant_id FROM documents d
+                WHERE d.state = 'processing' AND d.priority = :lane AND d.tenant_id > w.tenant_id
+                ORDER BY d.tenant_id LIMIT 1)
+        FROM waiting w WHERE w.tenant_id IS NOT NULL
+    ),
+    flight AS (
+        SELECT d.tenant_id,
+               count(*) AS pages,
+               count(*) FILTER (WHERE d.priority = :lane) AS lane_pages
+        FROM pages p JOIN documents d ON d.id = p.document_id
+        WHERE p.state = 'running'
+           OR (p.state = 'queued' AND p.dispatched_at >= now() - make_interval(secs => :lost_after_s))
+        GROUP BY d.tenant_id
+    ),
+    allowance AS (
+        SELECT w.tenant_id,
+               coalesce(f.lane_pages, 0) AS in_flight,
+               CASE WHEN t.page_budget IS NULL THEN :capacity
+                    ELSE greatest(0, t.page_budget - coalesce(u.pages, 0) - coalesce(f.pages, 0))
+               END AS allowed
+        FROM waiting w
+        JOIN tenants t ON t.id = w.tenant_id
+        LEFT JOIN tenant_usage u ON u.tenant_id = w.tenant_id
+        LEFT JOIN flight f ON f.tenant_id = w.tenant_id
+        WHERE t.token_budget IS NULL OR coalesce(u.tokens, 0) < t.token_budget
+    ),
+    candidates AS (
+        SELECT c.document_id, c.page_no, c.created_at, a.in_flight, a.allowed,
+               row_number() OVER (
+                   PARTITION BY a.tenant_id ORDER BY c.created_at, c.document_id, c.page_no
+               ) AS place
+        FROM allowance a
+        CROSS JOIN LATERAL (
+            SELECT p.document_id, p.page_no, d.created_at
+            FROM documents d JOIN pages p ON p.document_id = d.id
+            WHERE d.priority = :lane AND d.tenant_id = a.tenant_id AND d.state = 'processing'
+              AND p.state = 'queued'
+              AND (p.dispatched_at IS NULL
+                   OR p.dispatched_at < now() - make_interval(secs => :lost_after_s))
+            ORDER BY d.created_at, d.id, p.page_no
+            LIMIT :capacity
+        ) c
+        WHERE a.allowed > 0
+    ),
+    chosen AS (
+        SELECT p.document_id, p.page_no
+        FROM candidates c JOIN pages p ON p.document_id = c.document_id AND p.page_no = c.page_no
+        WHERE c.place <= c.allowed AND p.state = 'queued'
+        ORDER BY c.in_flight + c.place, c.created_at, c.document_id, c.page_no
+        LIMIT :capacity
+        FOR UPDATE OF p SKIP LOCKED
+    )
+    UPDATE pages p SET dispatched_at = now()
+    FROM chosen
+    WHERE p.document_id = chosen.document_id AND p.page_no = chosen.page_no
+    RETURNING p.document_id, p.page_no
+    """
+)
+
+# Companions must never have been tried: a page retried after a crash runs alone, so a poison
+# page kills no batch-mate. Pages already running (the claiming message's own page included)
+# count as turns taken, as in-flight pages do for dispatch.
+_COMPANIONS = text(
+    """
+    WITH running AS (
+        SELECT d.tenant_id, d.priority, count(*) AS pages
+        FROM pages p JOIN documents d ON d.id = p.document_id
+        WHERE p.state = 'running'
+        GROUP BY d.tenant_id, d.priority
+    ),
+    ranked AS (
+        SELECT p.document_id, p.page_no, p.dispatched_at,
+               CASE WHEN d.priority = 'interactive' THEN 0 ELSE 1 END AS lane_rank,
+               coalesce(r.pages, 0) + row_number() OVER (
+                   PARTITION BY d.priority, d.tenant_id ORDER BY p.dispatched_at, p.document_id, p.page_no
+               ) AS turn
+        FROM pages p
+        JOIN documents d ON d.id = p.document_id
+        LEFT JOIN running r ON r.tenant_id = d.tenant_id AND r.priority = d.priority
+        WHERE p.state = 'queued' AND p.planned_mode = :mode AND p.dispatched_at IS NOT NULL
+          AND p.attempts = 0 AND d.state = 'processing'
+    )
+    SELECT p.document_id, p.page_no
+    FROM pages p JOIN ranked r ON r.document_id = p.document_id AND r.page_no = p.page_no
+    WHERE p.state = 'queued'
+    ORDER BY r.lane_rank, r.turn, r.dispatched_at, p.document_id, p.page_no
+    LIMIT :limit
+    FOR UPDATE OF p SKIP LOCKED
+    """
+)
+
+
+@dataclass(frozen=True)
+class DuePage:
+    document_id: uuid.UUID
+    page_no: int
+    lane: Lane
+
+
+def live_messages(session: Session, *, lost_after_s: int) -> dict[Lane, int]:
+    """Page messages presumed in the broker, per lane (queued pages dispatched recently)."""
+    rows = session.execute(_LIVE_MESSAGES, {"lost_after_s": lost_after_s}).all()
+    counts = {lane: 0 for lane in LANES}
+    counts.update({Lane(row.lane): int(row.messages) for row in rows})
+    return counts
+
+
+def dispatch_due_pages(session: Session, *, depth: int, lost_after_s: int) -> list[DuePage]:
+    """Mark the pages to send now as dispatched, interactive lane first, tenants in turn."""
+    live = live_messages(session, lost_after_s=lost_after_s)
+    due: list[DuePage] = []
+    for lane in LANES:
+        capacity = depth - live[lane]
+        if capacity <= 0:
+            continue
+        rows = session.execute(
+            _DISPATCH_LANE,
+            {"lane": lane.value, "capacity": capacity, "lost_after_s": lost_after_s},
+        ).all()
+        due.extend(DuePage(row.document_id, row.page_no, lane) for row in rows)
+    return due
+
+
+def lock_batch_companions(session: Session, *, mode: str, limit: int) -> list[tuple[uuid.UUID, int]]:
+    """Lock up to ``limit`` dispatched, never-tried pages of ``mode``: interactive first, tenants in turn."""
+    if limit <= 0:
+        return []
+    rows = session.execute(_COMPANIONS, {"mode": mode, "limit": limit}).all()
+    return [(row.document_id, row.page_no) for row in rows]

@@ -1,0 +1,139 @@
+"""Scheduling, quota and dedup tests on real Postgres: documents built in rows, pages read as workers do."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from scriptorium.db.models import Document, Page, Tenant, TenantUsage, UsageEntry
+from scriptorium.lifecycle import (
+    AttemptRecord,
+    DispatchPlan,
+    PageOutcome,
+    claim_page,
+    plan_dispatch,
+    record_page_outcome,
+)
+from scriptorium.states import DocumentState, PageState
+from tests.support import builders
+
+LOST_AFTER_S = 300
+
+
+@pytest.fixture
+def quiet_queue(sessions: sessionmaker[Session]) -> None:
+    """Dispatch is global: work other tests left behind must not take this test's slots."""
+    with sessions.begin() as session:
+        session.execute(
+            update(Page).where(Page.state == PageState.QUEUED.value).values(state=PageState.CANCELLED.value)
+        )
+        session.execute(
+            update(Document)
+            .where(Document.state == DocumentState.PAUSED.value)
+            .values(state=DocumentState.CANCELLED.value)
+        )
+
+
+def new_tenant(sessions: sessionmaker[Session], **limits: Any) -> Tenant:
+    with sessions.begin() as session:
+        tenant = builders.tenant(session).tenant
+        for name, value in limits.items():
+            setattr(tenant, name, value)
+        session.flush()
+        session.expunge(tenant)
+        return tenant
+
+
+def backlog(
+    sessions: sessionmaker[Session],
+    tenant: Tenant,
+    *,
+    pages: int,
+    priority: str = "interactive",
+    mode: str = "base",
+) -> uuid.UUID:
+    """A processing document whose pages are queued and not yet dispatched."""
+    with sessions.begin() as session:
+        return builders.document_with_pages(
+            session, tenant, pages=pages, mode=mode, dispatched=False, priority=priority
+        ).id
+
+
+def dispatch(sessions: sessionmaker[Session], *, depth: int) -> DispatchPlan:
+    with sessions.begin() as session:
+        return plan_dispatch(session, depth=depth, lost_after_s=LOST_AFTER_S)
+
+
+def attempt(
+    *, vision: int = 256, output: int = 40, mode: str = "base", escalation: bool = False
+) -> AttemptRecord:
+    return AttemptRecord(
+        mode=mode,
+        vision_tokens=vision,
+        valid_tokens=vision - 10,
+        placeholder_tokens=vision + 17,
+        prompt_tokens=vision + 29,
+        output_tokens=output,
+        engine_seconds=0.25,
+        finished=True,
+        repetition=False,
+        escalation=escalation,
+    )
+
+
+def read_page(
+    sessions: sessionmaker[Session],
+    document_id: uuid.UUID,
+    page_no: int,
+    *attempts: AttemptRecord,
+    revision: str = "rev-1",
+) -> bool:
+    """Claim a page and record a result the way a GPU worker does; False when it could not be claimed."""
+    with sessions.begin() as session:
+        claim = claim_page(session, document_id, page_no, owner="test", lease_s=60)
+        if claim is None:
+            return False
+        runs = attempts or (attempt(),)
+        record_page_outcome(
+            session,
+            claim,
+            PageOutcome(
+                state=PageState.DONE,
+                attempts=runs,
+                model_revision=revision,
+                mode=runs[-1].mode,
+                markdown=f"page {page_no} of {document_id}",
+                blocks=[],
+                figures=[],
+            ),
+        )
+    return True
+
+
+def document(sessions: sessionmaker[Session], document_id: uuid.UUID) -> Document:
+    with sessions() as session:
+        found = session.get(Document, document_id)
+        assert found is not None
+        return found
+
+
+def page_states(sessions: sessionmaker[Session], document_id: uuid.UUID) -> dict[int, str]:
+    with sessions() as session:
+        rows = session.execute(select(Page.page_no, Page.state).where(Page.document_id == document_id)).all()
+        return {page_no: state for page_no, state in rows}
+
+
+def assert_usage_matches_ledger(sessions: sessionmaker[Session], tenant_id: uuid.UUID) -> None:
+    with sessions() as session:
+        usage = session.get(TenantUsage, tenant_id)
+        pages, tokens = session.execute(
+            select(
+                func.count(func.distinct(func.row(UsageEntry.document_id, UsageEntry.page_no))),
+                func.coalesce(func.sum(UsageEntry.vision_tokens + UsageEntry.output_tokens), 0),
+            ).where(UsageEntry.tenant_id == tenant_id)
+        ).one()
+    assert (usage.pages if usage else 0, usage.tokens if usage else 0) == (pages, tokens)

@@ -1,0 +1,190 @@
+"""Content-hash dedup on real Postgres: reuse a completed original, wait for an unfinished one."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from scriptorium.db.models import Document, Event, Tenant, UsageEntry
+from scriptorium.dedup import announce_revision, find_original, served_revision
+from scriptorium.lifecycle import (
+    admit_duplicate,
+    cancel_document,
+    claim_document_for_prepare,
+    lock_document,
+    sweep,
+)
+from scriptorium.states import DocumentState
+from tests.integration.scheduling.conftest import dispatch, document, new_tenant, read_page
+from tests.support import builders
+from tests.support.invariants import assert_invariants
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("quiet_queue")]
+
+
+def _fingerprint() -> str:
+    return uuid.uuid4().hex * 2
+
+
+def _original(
+    sessions: sessionmaker[Session], owner: Tenant, fingerprint: str, *, pages: int, state: DocumentState
+) -> uuid.UUID:
+    with sessions.begin() as session:
+        return builders.document_with_pages(
+            session, owner, pages=pages, state=state, dispatched=False, dedup_fingerprint=fingerprint
+        ).id
+
+
+def _read_document(
+    sessions: sessionmaker[Session], document_id: uuid.UUID, pages: int, revision: str
+) -> None:
+    dispatch(sessions, depth=16)
+    for page_no in range(1, pages + 1):
+        assert read_page(sessions, document_id, page_no, revision=revision)
+
+
+def _upload(sessions: sessionmaker[Session], owner: Tenant, fingerprint: str) -> uuid.UUID:
+    """What the API does for an upload with dedup on: look the fingerprint up, admit as a duplicate."""
+    with sessions.begin() as session:
+        new = Document(
+            tenant_id=owner.id,
+            state=DocumentState.RECEIVED.value,
+            size_bytes=1,
+            sha256="0" * 64,
+            raw_key="unused",
+            task="markdown",
+            routing_policy={"mode": "auto"},
+            client_metadata={},
+            dedup_fingerprint=fingerprint,
+        )
+        original = find_original(session, owner.id, fingerprint)
+        session.add(new)
+        session.flush()
+        if original is not None:
+            admit_duplicate(session, new, original)
+        return new.id
+
+
+def _events(sessions: sessionmaker[Session], document_id: uuid.UUID) -> list[str]:
+    with sessions() as session:
+        return list(session.execute(select(Event.type).where(Event.document_id == document_id)).scalars())
+
+
+def _ledger_rows(sessions: sessionmaker[Session], document_id: uuid.UUID) -> int:
+    with sessions() as session:
+        return session.execute(
+            select(func.count()).select_from(UsageEntry).where(UsageEntry.document_id == document_id)
+        ).scalar_one()
+
+
+def test_an_upload_matching_a_completed_original_is_completed_at_once_and_costs_nothing(
+    sessions: sessionmaker[Session],
+) -> None:
+    owner, fingerprint, revision = new_tenant(sessions), _fingerprint(), f"rev-{uuid.uuid4().hex[:8]}"
+    original = _original(sessions, owner, fingerprint, pages=2, state=DocumentState.PROCESSING)
+    _read_document(sessions, original, 2, revision)
+    with sessions.begin() as session:
+        announce_revision(session, revision)
+
+    duplicate = _upload(sessions, owner, fingerprint)
+
+    reused = document(sessions, duplicate)
+    assert reused.state == DocumentState.COMPLETED.value and reused.duplicate_of == original
+    assert (reused.vision_tokens, reused.output_tokens, reused.ocr_attempts, reused.pages_total) == (
+        0,
+        0,
+        0,
+        0,
+    )
+    assert _events(sessions, duplicate) == ["document.completed"]
+    assert _ledger_rows(sessions, duplicate) == 0 and _ledger_rows(sessions, original) == 2
+    assert_invariants(sessions, [original, duplicate])
+
+
+def test_results_of_an_older_model_revision_are_not_reused(sessions: sessionmaker[Session]) -> None:
+    owner, fingerprint = new_tenant(sessions), _fingerprint()
+    old, new = f"rev-old-{uuid.uuid4().hex[:8]}", f"rev-new-{uuid.uuid4().hex[:8]}"
+    original = _original(sessions, owner, fingerprint, pages=1, state=DocumentState.PROCESSING)
+    _read_document(sessions, original, 1, old)
+    with sessions.begin() as session:
+        announce_revision(session, old)
+        assert find_original(session, owner.id, fingerprint) is not None
+        announce_revision(session, new)  # a worker with new weights started
+        assert served_revision(session) == new
+        assert find_original(session, owner.id, fingerprint) is None
+
+
+def test_dedup_is_per_tenant(sessions: sessionmaker[Session]) -> None:
+    fingerprint = _fingerprint()
+    _original(sessions, new_tenant(sessions), fingerprint, pages=0, state=DocumentState.RECEIVED)
+    stranger = new_tenant(sessions)
+    with sessions() as session:
+        assert find_original(session, stranger.id, fingerprint) is None
+
+
+def test_a_duplicate_waits_for_an_unfinished_original_and_completes_with_it(
+    sessions: sessionmaker[Session],
+) -> None:
+    owner, fingerprint = new_tenant(sessions), _fingerprint()
+    original = _original(sessions, owner, fingerprint, pages=2, state=DocumentState.PROCESSING)
+    duplicate = _upload(sessions, owner, fingerprint)
+
+    waiting = document(sessions, duplicate)
+    assert waiting.state == DocumentState.RECEIVED.value and waiting.duplicate_of == original
+    with sessions.begin() as session:  # it is never prepared: no claim, no re-send by the sweeper
+        assert claim_document_for_prepare(session, duplicate, lease_s=60, max_attempts=3) is None
+        _, repairs = sweep(session, lost_after_s=0, prepare_attempts=3)
+        assert duplicate not in [document_id for document_id, _ in repairs.documents]
+
+    _read_document(sessions, original, 2, "rev-1")
+    assert document(sessions, duplicate).state == DocumentState.RECEIVED.value
+    dispatch(sessions, depth=16)  # the next dispatch (after every page, every sweep) settles it
+
+    reused = document(sessions, duplicate)
+    assert reused.state == DocumentState.COMPLETED.value and reused.duplicate_of == original
+    assert _events(sessions, duplicate) == ["document.completed"] and _ledger_rows(sessions, duplicate) == 0
+    assert_invariants(sessions, [original, duplicate])
+
+
+def test_when_the_original_is_cancelled_the_oldest_duplicate_is_read_and_the_others_wait_on_it(
+    sessions: sessionmaker[Session],
+) -> None:
+    owner, fingerprint = new_tenant(sessions), _fingerprint()
+    original = _original(sessions, owner, fingerprint, pages=0, state=DocumentState.RECEIVED)
+    first, second = _upload(sessions, owner, fingerprint), _upload(sessions, owner, fingerprint)
+    assert document(sessions, second).duplicate_of == original  # both wait on the root
+    with sessions.begin() as session:
+        locked = lock_document(session, original)
+        assert locked is not None
+        cancel_document(session, locked)
+
+    plan = dispatch(sessions, depth=16)
+
+    assert [document_id for document_id, _ in plan.documents] == [first]  # sent to preparation
+    promoted, follower = document(sessions, first), document(sessions, second)
+    assert promoted.state == DocumentState.RECEIVED.value and promoted.duplicate_of is None
+    assert follower.state == DocumentState.RECEIVED.value and follower.duplicate_of == first
+    with sessions.begin() as session:
+        assert find_original(session, owner.id, fingerprint).id == first  # type: ignore[union-attr]
+        assert claim_document_for_prepare(session, first, lease_s=60, max_attempts=3) is not None
+    assert_invariants(sessions, [original, first, second])
+
+
+def test_cancelling_a_waiting_duplicate_leaves_its_original_alone(sessions: sessionmaker[Session]) -> None:
+    owner, fingerprint = new_tenant(sessions), _fingerprint()
+    original = _original(sessions, owner, fingerprint, pages=1, state=DocumentState.PROCESSING)
+    duplicate = _upload(sessions, owner, fingerprint)
+    with sessions.begin() as session:
+        locked = lock_document(session, duplicate)
+        assert locked is not None
+        cancel_document(session, locked)
+
+    _read_document(sessions, original, 1, "rev-1")
+    dispatch(sessions, depth=16)
+
+    assert document(sessions, original).state == DocumentState.COMPLETED.value
+    assert document(sessions, duplicate).state == DocumentState.CANCELLED.value
+    assert_invariants(sessions, [original, duplicate])
