@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy import select
 
+from scriptorium.db.models import Document
+from scriptorium.db.session import make_engine, make_session_factory, transaction
+from scriptorium.lifecycle import TERMINAL_DOCUMENT_VALUES, cancel_document, lock_document
+from scriptorium.settings import DatabaseSettings
 from tests.support.services import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,8 +152,36 @@ class Fleet:
         return "\n".join(f"===== {p.name} =====\n{p.log()[-4000:]}" for p in self.processes)
 
 
+def cancel_leftover_work(database_url: str) -> int:
+    """Cancel documents an earlier test's fleet left unfinished, so a new fleet starts idle.
+
+    Test modules share one database; without this a new fleet's sweeper would pick up another
+    module's queued pages and its engine would count work that is not the test's.
+    """
+    engine = make_engine(DatabaseSettings(url=database_url))
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            open_ids = (
+                session.execute(
+                    select(Document.id)
+                    .where(Document.state.not_in(TERMINAL_DOCUMENT_VALUES))
+                    .order_by(Document.id)
+                )
+                .scalars()
+                .all()
+            )
+            for document_id in open_ids:
+                document = lock_document(session, document_id)
+                if document is not None:
+                    cancel_document(session, document)
+        return len(open_ids)
+    finally:
+        engine.dispose()
+
+
 @contextmanager
 def running_fleet(env: dict[str, str], workdir: Path) -> Iterator[Fleet]:
+    cancel_leftover_work(env["SCRIPTORIUM_DB__URL"])
     fleet = Fleet(env=env, workdir=workdir)
     try:
         yield fleet
