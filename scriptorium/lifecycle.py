@@ -298,10 +298,62 @@ class Recorded:
 
 
 def record_page_outcome(session: Session, claim: PageClaim, outcome: PageOutcome) -> Recorded:
-    """Write a page's result under its lease, account its tokens, and finish the document if due.
+    """Write one page's result under its lease; see :func:`record_page_outcomes`."""
+    return record_page_outcomes(session, [(claim, outcome)])[0]
 
-    Nothing is written when the lease was lost: another worker owns the page now.
+
+def record_page_outcomes(
+    session: Session, results: Sequence[tuple[PageClaim, PageOutcome]]
+) -> list[Recorded]:
+    """Write page results under their leases, account their tokens, and finish documents that are due.
+
+    One transaction for a whole engine batch. A page whose lease was lost is not written (another
+    worker owns it now); the others are. Rows are locked in the fleet's one order: pages, then
+    the tenant's usage, then documents by id.
     """
+    order = sorted(range(len(results)), key=lambda i: (results[i][0].document_id, results[i][0].page_no))
+    written: dict[int, dict[str, Any]] = {}
+    for index in order:
+        claim, outcome = results[index]
+        totals = _write_page(session, claim, outcome)
+        if totals is not None:
+            written[index] = totals
+    charges: dict[uuid.UUID, list[int]] = {}
+    for index, totals in written.items():
+        claim, outcome = results[index]
+        if outcome.attempts:
+            charge = charges.setdefault(claim.tenant_id, [0, 0])
+            charge[0] += 1
+            charge[1] += totals["vision_tokens"] + totals["output_tokens"]
+    for tenant_id in sorted(charges):
+        pages, tokens = charges[tenant_id]
+        charge_usage(session, tenant_id, pages=pages, tokens=tokens)
+    by_document: dict[uuid.UUID, list[int]] = {}
+    for index in written:
+        by_document.setdefault(results[index][0].document_id, []).append(index)
+    events: dict[uuid.UUID, Event | None] = {}
+    for document_id in sorted(by_document):
+        document = session.execute(
+            select(Document).where(Document.id == document_id).with_for_update()
+        ).scalar_one()
+        for index in by_document[document_id]:
+            totals = written[index]
+            document.vision_tokens += totals["vision_tokens"]
+            document.valid_tokens += totals["valid_tokens"]
+            document.placeholder_tokens += totals["placeholder_tokens"]
+            document.prompt_tokens += totals["prompt_tokens"]
+            document.output_tokens += totals["output_tokens"]
+            document.escalations += totals["escalations"]
+            document.ocr_attempts += len(results[index][1].attempts)
+            document.engine_seconds += totals["engine_seconds"]
+        document.updated_at = func.now()
+        events[document_id] = finish_document_if_done(session, document)
+    event_at = {indices[-1]: events[document_id] for document_id, indices in by_document.items()}
+    return [Recorded(written=index in written, event=event_at.get(index)) for index in range(len(results))]
+
+
+def _write_page(session: Session, claim: PageClaim, outcome: PageOutcome) -> dict[str, Any] | None:
+    """The fenced page update and its ledger rows; None when the lease was lost."""
     totals = _sum_attempts(outcome.attempts)
     written = session.execute(
         update(Page)
@@ -334,7 +386,7 @@ def record_page_outcome(session: Session, claim: PageClaim, outcome: PageOutcome
         )
     )
     if written.rowcount == 0:  # type: ignore[attr-defined]
-        return Recorded(written=False)
+        return None
     if outcome.attempts:
         session.execute(
             insert(UsageEntry),
@@ -357,25 +409,7 @@ def record_page_outcome(session: Session, claim: PageClaim, outcome: PageOutcome
                 for attempt in outcome.attempts
             ],
         )
-        charge_usage(
-            session,
-            claim.tenant_id,
-            pages=1,
-            tokens=totals["vision_tokens"] + totals["output_tokens"],
-        )
-    document = session.execute(
-        select(Document).where(Document.id == claim.document_id).with_for_update()
-    ).scalar_one()
-    document.vision_tokens += totals["vision_tokens"]
-    document.valid_tokens += totals["valid_tokens"]
-    document.placeholder_tokens += totals["placeholder_tokens"]
-    document.prompt_tokens += totals["prompt_tokens"]
-    document.output_tokens += totals["output_tokens"]
-    document.escalations += totals["escalations"]
-    document.ocr_attempts += len(outcome.attempts)
-    document.engine_seconds += totals["engine_seconds"]
-    document.updated_at = func.now()
-    return Recorded(written=True, event=finish_document_if_done(session, document))
+    return totals
 
 
 def _json_list(attempts: Sequence[AttemptRecord]) -> str:
@@ -557,6 +591,22 @@ def plan_dispatch(session: Session, *, depth: int, lost_after_s: int) -> Dispatc
     for resumed in resume_ready(session):
         if resumed.prepare:
             plan.add_document(resumed.document_id, resumed.request_id, resumed.lane)
+    _add_due_pages(session, plan, depth=depth, lost_after_s=lost_after_s)
+    return plan
+
+
+def plan_page_dispatch(session: Session, *, depth: int, lost_after_s: int) -> DispatchPlan:
+    """Only top the broker up with due pages: the cheap refill after each engine batch.
+
+    The admission work of :func:`plan_dispatch` (duplicates, budgets, concurrency) runs when a
+    document finishes and on every sweep.
+    """
+    plan = DispatchPlan()
+    _add_due_pages(session, plan, depth=depth, lost_after_s=lost_after_s)
+    return plan
+
+
+def _add_due_pages(session: Session, plan: DispatchPlan, *, depth: int, lost_after_s: int) -> None:
     due = dispatch_due_pages(session, depth=depth, lost_after_s=lost_after_s)
     request_ids = dict(
         session.execute(
@@ -568,7 +618,6 @@ def plan_dispatch(session: Session, *, depth: int, lost_after_s: int) -> Dispatc
     for page in due:
         plan.pages.append((page.document_id, page.page_no, request_ids.get(page.document_id)))
         plan.lanes[page.document_id] = page.lane
-    return plan
 
 
 def _settle_duplicates(session: Session, plan: DispatchPlan) -> None:

@@ -23,6 +23,7 @@ GPU_QUEUE = "scriptorium.gpu"
 PREPARE_TASK = "scriptorium.prepare"
 OCR_TASK = "scriptorium.ocr_page"
 SWEEP_TASK = "scriptorium.sweep"
+ASSEMBLE_TASK = "scriptorium.assemble_result"
 DELIVER_WEBHOOKS_TASK = "scriptorium.deliver_webhooks"
 EXPAND_BATCH_TASK = "scriptorium.expand_batch"  # a batch's intake: discover inputs, make documents
 POLL_WATCHES_TASK = "scriptorium.poll_watches"  # the polling fallback of watched prefixes
@@ -79,6 +80,7 @@ def create_celery(settings: Settings, *, main: str = "scriptorium") -> Celery:
         task_routes={
             PREPARE_TASK: {"queue": CPU_QUEUE},
             SWEEP_TASK: {"queue": CPU_QUEUE},
+            ASSEMBLE_TASK: {"queue": CPU_QUEUE},
             DELIVER_WEBHOOKS_TASK: {"queue": CPU_QUEUE},
             EXPAND_BATCH_TASK: {"queue": CPU_QUEUE},
             POLL_WATCHES_TASK: {"queue": CPU_QUEUE},
@@ -136,6 +138,10 @@ class Publisher:
 
     def send_ingest_watch(self, watch_id: uuid.UUID) -> bool:
         return self._send(INGEST_WATCH_TASK, {"watch_id": str(watch_id)}, priority=LANE_PRIORITY[Lane.BULK])
+
+    def send_assemble(self, document_id: uuid.UUID) -> bool:
+        """Write a finished document's assembled files; CPU work kept off the GPU worker."""
+        return self._send(ASSEMBLE_TASK, {"document_id": str(document_id)})
 
     def send_deliver_webhooks(self) -> bool:
         """Ask a sender to look for due webhook deliveries now rather than at its next poll."""

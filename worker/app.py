@@ -20,6 +20,7 @@ from scriptorium.db.session import transaction
 from scriptorium.dedup import announce_revision
 from scriptorium.logging import bind_context, clear_context, get_logger
 from scriptorium.queueing import (
+    ASSEMBLE_TASK,
     DELIVER_WEBHOOKS_TASK,
     EXPAND_BATCH_TASK,
     INGEST_WATCH_TASK,
@@ -30,6 +31,7 @@ from scriptorium.queueing import (
     create_celery,
 )
 from scriptorium.settings import Settings
+from worker.assembly import store_document_result
 from worker.intake import expand_batch, ingest_watch, poll_watches
 from worker.ocr import ocr_page
 from worker.preparation import prepare_document
@@ -113,6 +115,10 @@ def create_worker_app(
     def ocr(document_id: str, page_no: int, request_id: str | None = None) -> None:
         ocr_page(state.runtime, uuid.UUID(document_id), int(page_no))
         metrics.record_device_memory(state.runtime.engine)
+
+    @app.task(name=ASSEMBLE_TASK)  # type: ignore[untyped-decorator]
+    def assemble(document_id: str) -> None:
+        store_document_result(state.runtime, uuid.UUID(document_id))
 
     @app.task(name=SWEEP_TASK)  # type: ignore[untyped-decorator]
     def sweep() -> None:

@@ -34,7 +34,8 @@ from scriptorium.lifecycle import (
     claim_page,
     extend_leases,
     plan_dispatch,
-    record_page_outcome,
+    plan_page_dispatch,
+    record_page_outcomes,
     release_claim,
 )
 from scriptorium.logging import get_logger
@@ -43,7 +44,6 @@ from scriptorium.policy import RoutingPolicy
 from scriptorium.settings import Settings
 from scriptorium.states import PageState
 from scriptorium.storage import figure_key
-from worker.assembly import store_document_result
 from worker.engine.base import BatchPageFailures, Engine, EngineFatal, PageFailed, PageInput, PageResult, Task
 from worker.routing.escalation import choose_kept_result, judge
 from worker.runtime import WorkerRuntime
@@ -102,9 +102,8 @@ def ocr_page(runtime: WorkerRuntime, document_id: uuid.UUID, page_no: int) -> No
     except EngineFatal as fatal:
         log.critical("engine.fatal", error=str(fatal))
         os._exit(FATAL_EXIT_CODE)  # the context is poisoned; the pool replaces this process
-    for item in work:
-        _record(runtime, engine, item)
-    _refill(runtime)
+    finished_documents = _record(runtime, engine, work)
+    _refill(runtime, admit=bool(finished_documents))
 
 
 def _announce(runtime: WorkerRuntime, revision: str) -> None:
@@ -218,60 +217,68 @@ def _judge(item: PageWork, result: PageResult, settings: Settings) -> None:
         item.done = True
 
 
-def _record(runtime: WorkerRuntime, engine: Engine, item: PageWork) -> None:
+def _outcome(runtime: WorkerRuntime, engine: Engine, item: PageWork) -> PageOutcome:
     claim = item.claim
     if not item.results:
         failure = item.error or PageFailed(claim.page_no, "no result")
-        outcome = PageOutcome(
+        return PageOutcome(
             state=PageState.FAILED,
             attempts=item.attempts,
             model_revision=engine.revision,
             error_code=ReasonCode.ENGINE_ERROR.value,
             error_message=failure.message,
         )
-    else:
-        kept, under_read = choose_kept_result(item.results, item.policy)
-        outcome = PageOutcome(
-            state=PageState.DONE,
-            attempts=item.attempts,
-            model_revision=kept.model_revision or engine.revision,
-            mode=kept.mode.value,
-            grid=list(kept.grid) if kept.grid else None,
-            markdown=kept.markdown,
-            blocks=[
-                {"label": b.label, "boxes": [list(box) for box in b.boxes], "text": b.text}
-                for b in kept.blocks
-            ],
-            figures=_store_figures(runtime, claim, kept),
-            finished=kept.finished,
-            under_read=under_read,
-            compression_ratio=round(kept.tokens.output / kept.tokens.vision, 3)
-            if kept.tokens.vision
-            else None,
-            error_code=ReasonCode.UNDER_READ.value if under_read else None,
-            error_message=item.verdict_reason if under_read else None,
-        )
+    kept, under_read = choose_kept_result(item.results, item.policy)
+    return PageOutcome(
+        state=PageState.DONE,
+        attempts=item.attempts,
+        model_revision=kept.model_revision or engine.revision,
+        mode=kept.mode.value,
+        grid=list(kept.grid) if kept.grid else None,
+        markdown=kept.markdown,
+        blocks=[
+            {"label": b.label, "boxes": [list(box) for box in b.boxes], "text": b.text} for b in kept.blocks
+        ],
+        figures=_store_figures(runtime, claim, kept),
+        finished=kept.finished,
+        under_read=under_read,
+        compression_ratio=round(kept.tokens.output / kept.tokens.vision, 3) if kept.tokens.vision else None,
+        error_code=ReasonCode.UNDER_READ.value if under_read else None,
+        error_message=item.verdict_reason if under_read else None,
+    )
+
+
+def _record(runtime: WorkerRuntime, engine: Engine, work: Sequence[PageWork]) -> list[uuid.UUID]:
+    """Write the batch's results in one transaction; returns the documents this batch finished."""
+    outcomes = [_outcome(runtime, engine, item) for item in work]
     with transaction(runtime.sessions) as session:
-        recorded = record_page_outcome(session, claim, outcome)
-    metrics.count_page(
-        outcome.mode or item.mode.value,
-        metrics.page_outcome(outcome.state.value, under_read=outcome.under_read, recorded=recorded.written),
-        seconds=time.monotonic() - item.started,
-    )
-    if not recorded.written:
-        log.warning("page.lease_lost", page_no=claim.page_no, why="another worker owns the page now")
-        return
-    log.info(
-        "page.recorded",
-        document_id=str(claim.document_id),
-        page_no=claim.page_no,
-        state=outcome.state.value,
-        mode=outcome.mode,
-        engine_runs=len(item.attempts),
-    )
-    if recorded.event is not None:
-        log.info("document.finished", document_id=str(claim.document_id), event_type=recorded.event.type)
-        store_document_result(runtime, claim.document_id)
+        recorded = record_page_outcomes(
+            session, [(item.claim, o) for item, o in zip(work, outcomes, strict=True)]
+        )
+    finished: list[uuid.UUID] = []
+    for item, outcome, result in zip(work, outcomes, recorded, strict=True):
+        claim = item.claim
+        metrics.count_page(
+            outcome.mode or item.mode.value,
+            metrics.page_outcome(outcome.state.value, under_read=outcome.under_read, recorded=result.written),
+            seconds=time.monotonic() - item.started,
+        )
+        if not result.written:
+            log.warning("page.lease_lost", page_no=claim.page_no, why="another worker owns the page now")
+            continue
+        log.info(
+            "page.recorded",
+            document_id=str(claim.document_id),
+            page_no=claim.page_no,
+            state=outcome.state.value,
+            mode=outcome.mode,
+            engine_runs=len(item.attempts),
+        )
+        if result.event is not None:
+            log.info("document.finished", document_id=str(claim.document_id), event_type=result.event.type)
+            runtime.publisher.send_assemble(claim.document_id)
+            finished.append(claim.document_id)
+    return finished
 
 
 def _store_figures(runtime: WorkerRuntime, claim: PageClaim, result: PageResult) -> list[dict[str, Any]]:
@@ -285,10 +292,12 @@ def _store_figures(runtime: WorkerRuntime, claim: PageClaim, result: PageResult)
     return stored
 
 
-def _refill(runtime: WorkerRuntime) -> None:
+def _refill(runtime: WorkerRuntime, *, admit: bool) -> None:
+    """Top the broker up; after a document finished, also admit what waited for it."""
     limits = runtime.settings.limits
+    plan_for = plan_dispatch if admit else plan_page_dispatch
     with transaction(runtime.sessions) as session:
-        plan = plan_dispatch(session, depth=limits.dispatch_depth, lost_after_s=limits.lost_message_after_s)
+        plan = plan_for(session, depth=limits.dispatch_depth, lost_after_s=limits.lost_message_after_s)
     runtime.publisher.publish(plan)
 
 
