@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from scriptorium.errors import InputRejected
+from scriptorium.errors import InputRejected, ReasonCode
+from scriptorium.storage import StorageUnavailable, UploadTooLarge
 
 
 class ApiError(Exception):
@@ -19,6 +24,25 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers
+
+
+@contextmanager
+def storage_errors(what: str) -> Iterator[None]:
+    """Answer an upload that is too large with 413 and an unreachable object store with 503."""
+    try:
+        yield
+    except UploadTooLarge as error:
+        raise ApiError(
+            413, ReasonCode.TOO_LARGE.value, f"{what} is limited to {error.limit} bytes"
+        ) from error
+    except StorageUnavailable as error:
+        structlog.get_logger(__name__).error("storage.unavailable", error=str(error))
+        raise ApiError(
+            503,
+            ReasonCode.STORAGE.value,
+            "object storage is unavailable; retry later",
+            headers={"Retry-After": "10"},
+        ) from error
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:

@@ -14,7 +14,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from api.deps import RuntimeDep, SessionDep, TenantDep
-from api.errors import ApiError
+from api.errors import ApiError, storage_errors
 from api.pagination import decode_cursor, encode_cursor
 from api.presenters import present_document
 from api.routes.webhooks import document_webhook_url
@@ -235,20 +235,8 @@ def _options(
 
 
 def _store_upload(runtime: ApiRuntime, upload: UploadFile, key: str, *, limit: int) -> StoredObject:
-    try:
+    with storage_errors("this upload"):
         return runtime.store.put_stream(key, upload.file, limit=limit)
-    except UploadTooLarge as error:
-        raise ApiError(
-            413, ReasonCode.TOO_LARGE.value, f"this upload is limited to {error.limit} bytes"
-        ) from error
-    except StorageUnavailable as error:
-        log.error("batch.storage_failed", error=str(error))
-        raise ApiError(
-            503,
-            ReasonCode.STORAGE.value,
-            "object storage is unavailable; retry later",
-            headers={"Retry-After": "10"},
-        ) from error
 
 
 def _refused(refused: IntakeRefused) -> ApiError:

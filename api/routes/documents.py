@@ -13,7 +13,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from api.deps import RuntimeDep, SessionDep, TenantDep
-from api.errors import ApiError, error_body
+from api.errors import ApiError, error_body, storage_errors
 from api.pagination import decode_cursor, encode_cursor
 from api.presenters import present_document, present_page, present_page_result
 from api.routes.webhooks import document_webhook_url
@@ -28,7 +28,6 @@ from scriptorium.page_ranges import parse_page_selection
 from scriptorium.policy import RoutingPolicy
 from scriptorium.results import assemble_markdown, failed_pages
 from scriptorium.states import DocumentState, Lane
-from scriptorium.storage import StorageUnavailable, UploadTooLarge
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 log = get_logger(__name__)
@@ -178,7 +177,7 @@ def upload_document(
         password=password or None,
         webhook_url=checked_webhook_url,
     )
-    try:
+    with storage_errors("uploads"):
         accepted = intake_stream(
             session,
             runtime.store,
@@ -193,18 +192,6 @@ def upload_document(
             idempotency_key=idempotency_key,
             request_id=request.state.request_id,
         )
-    except UploadTooLarge as error:
-        raise ApiError(
-            413, ReasonCode.TOO_LARGE.value, f"uploads are limited to {error.limit} bytes"
-        ) from error
-    except StorageUnavailable as error:
-        log.error("upload.storage_failed", error=str(error))
-        raise ApiError(
-            503,
-            ReasonCode.STORAGE.value,
-            "object storage is unavailable; retry later",
-            headers={"Retry-After": "10"},
-        ) from error
     document = accepted.document
     if accepted.replayed:
         return _accepted(document, session, base_url, settings.api.retry_after_s, replay=True)
