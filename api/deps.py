@@ -24,6 +24,11 @@ def get_runtime(request: Request) -> ApiRuntime:
 RuntimeDep = Annotated[ApiRuntime, Depends(get_runtime)]
 
 
+def public_base_url(request: Request, runtime: ApiRuntime) -> str:
+    """The base URL clients reach the API at, for Location headers and links."""
+    return runtime.settings.api.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+
+
 def get_session(runtime: RuntimeDep) -> Iterator[Session]:
     with runtime.sessions() as session:
         yield session

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scriptorium.errors import InputRejected, ReasonCode
+from scriptorium.intake import OptionsRejected
 from scriptorium.storage import StorageUnavailable, UploadTooLarge
 
 
@@ -43,6 +44,15 @@ def storage_errors(what: str) -> Iterator[None]:
             "object storage is unavailable; retry later",
             headers={"Retry-After": "10"},
         ) from error
+
+
+@contextmanager
+def options_errors() -> Iterator[None]:
+    """Answer document options that do not validate with 422 and their reason code."""
+    try:
+        yield
+    except OptionsRejected as rejected:
+        raise ApiError(422, rejected.code, rejected.message) from rejected
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:

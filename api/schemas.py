@@ -18,6 +18,11 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries: each status answers with the common error body."""
+    return {status: {"model": ErrorResponse} for status in statuses}
+
+
 class TokenTotals(BaseModel):
     vision: int = Field(description="encoder features fed to the decoder (the paper's vision tokens)")
     valid: int = Field(description="vision tokens that do not cover padding (paper Eq. 1)")

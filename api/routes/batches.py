@@ -13,13 +13,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from api.deps import RuntimeDep, SessionDep, TenantDep
-from api.errors import ApiError, storage_errors
+from api.deps import RuntimeDep, SessionDep, TenantDep, public_base_url
+from api.errors import ApiError, options_errors, storage_errors
 from api.pagination import decode_cursor, encode_cursor
 from api.presenters import present_document
 from api.routes.webhooks import document_webhook_url
 from api.runtime import ApiRuntime
-from api.schemas import DocumentList, DocumentOut, ErrorDetail, ErrorResponse, TokenTotals
+from api.schemas import DocumentList, DocumentOut, ErrorDetail, TokenTotals, error_responses
 from scriptorium.batches.archives import archive_format
 from scriptorium.batches.completion import lock_batch
 from scriptorium.batches.control import (
@@ -43,7 +43,6 @@ from scriptorium.idempotency import REPLAYED_HEADER
 from scriptorium.intake import (
     Dedup,
     DocumentOptions,
-    OptionsRejected,
     intake_stream,
     parse_json_object,
     resolve_spec,
@@ -57,15 +56,7 @@ from scriptorium.storage import StorageUnavailable, StoredObject, UploadTooLarge
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 log = get_logger(__name__)
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse},
-    404: {"model": ErrorResponse},
-    409: {"model": ErrorResponse},
-    413: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-    429: {"model": ErrorResponse},
-    503: {"model": ErrorResponse},
-}
+ERRORS = error_responses(401, 404, 409, 413, 422, 429, 503)
 ARCHIVE_SNIFF_BYTES = 512
 
 
@@ -134,10 +125,6 @@ class RetryOut(BaseModel):
     batch: BatchOut
     retried_documents: int = Field(description="new documents made for failed ones")
     inputs_reset: int = Field(description="inputs whose source was unavailable, to be fetched again")
-
-
-def _base_url(request: Request, runtime: ApiRuntime) -> str:
-    return runtime.settings.api.public_url.rstrip("/") or str(request.base_url).rstrip("/")
 
 
 def _links(base_url: str, batch_id: uuid.UUID) -> BatchLinks:
@@ -216,7 +203,7 @@ def _options(
     dedup: bool,
 ) -> DocumentOptions:
     """The batch's document defaults, checked now so a bad option fails the request, not each input."""
-    try:
+    with options_errors():
         options = DocumentOptions.parse(
             {
                 "task": task,
@@ -229,8 +216,6 @@ def _options(
             }
         )
         resolve_spec(options, tenant_policy=tenant.routing_policy, default_priority=Lane.BULK)
-    except OptionsRejected as rejected:
-        raise ApiError(422, rejected.code, rejected.message) from rejected
     return options
 
 
@@ -312,7 +297,7 @@ def create(
     """With none of ``archive``, ``manifest`` and ``prefix`` the batch is *open*: upload files into it
     (``POST /v1/batches/{id}/documents``), then close it."""
     settings = runtime.settings
-    base_url = _base_url(request, runtime)
+    base_url = public_base_url(request, runtime)
     if idempotency_key and (existing := find_by_idempotency_key(session, tenant.id, idempotency_key)):
         return _accepted(_present(session, existing, base_url), settings.api.retry_after_s, replay=True)
     given = [
@@ -398,7 +383,7 @@ def list_batches(
     rows = list(
         session.execute(query.order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit + 1)).scalars()
     )
-    base_url = _base_url(request, runtime)
+    base_url = public_base_url(request, runtime)
     return BatchList(
         items=[_present(session, batch, base_url) for batch in rows[:limit]],
         next_cursor=encode_cursor(rows[limit - 1]) if len(rows) > limit else None,
@@ -411,7 +396,7 @@ def list_batches(
 def get_batch(
     batch_id: uuid.UUID, request: Request, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
 ) -> BatchOut:
-    return _present(session, _own(session, tenant, batch_id), _base_url(request, runtime))
+    return _present(session, _own(session, tenant, batch_id), public_base_url(request, runtime))
 
 
 @router.post(
@@ -432,15 +417,13 @@ def upload_into(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> Response:
     settings = runtime.settings
-    base_url = _base_url(request, runtime)
+    base_url = public_base_url(request, runtime)
     batch = _own(session, tenant, batch_id)
     if batch.state != BatchState.OPEN.value:
         raise ApiError(409, "batch_not_open", f"the batch is {batch.state}; files go into an open batch only")
     options = DocumentOptions.parse(batch.options)
-    try:
+    with options_errors():
         spec = resolve_spec(options, tenant_policy=tenant.routing_policy, default_priority=Lane.BULK)
-    except OptionsRejected as rejected:
-        raise ApiError(422, rejected.code, rejected.message) from rejected
     label = (name or file.filename or "upload")[:1024]
 
     def add_item(inner: Session, document: Document) -> None:
@@ -525,7 +508,7 @@ def close(
         session.rollback()
         raise ApiError(409, conflict.code, conflict.message) from conflict
     session.commit()
-    return _present(session, _own(session, tenant, batch_id), _base_url(request, runtime))
+    return _present(session, _own(session, tenant, batch_id), public_base_url(request, runtime))
 
 
 @router.get(
@@ -546,7 +529,7 @@ def documents(
 ) -> DocumentList:
     _own(session, tenant, batch_id)
     rows = current_documents(session, batch_id, state=state, after_seq=_decode_seq(cursor), limit=limit + 1)
-    base_url = _base_url(request, runtime)
+    base_url = public_base_url(request, runtime)
     return DocumentList(
         items=[present_document(d, page_state_counts(session, d.id), base_url) for _, d in rows[:limit]],
         next_cursor=str(rows[limit - 1][0]) if len(rows) > limit else None,
@@ -628,7 +611,7 @@ def retry(
         runtime.publisher.send_expand_batch(batch.id)
     log.info("batch.retried", documents=len(retried.documents), inputs_reset=retried.inputs_reset)
     body = RetryOut(
-        batch=_present(session, _own(session, tenant, batch_id), _base_url(request, runtime)),
+        batch=_present(session, _own(session, tenant, batch_id), public_base_url(request, runtime)),
         retried_documents=len(retried.documents),
         inputs_reset=retried.inputs_reset,
     )
@@ -652,7 +635,7 @@ def cancel(
     except BatchConflict as conflict:
         raise ApiError(409, conflict.code, conflict.message) from conflict
     log.info("batch.cancelled", batch_id=str(batch_id))
-    body = _present(session, _own(session, tenant, batch_id), _base_url(request, runtime))
+    body = _present(session, _own(session, tenant, batch_id), public_base_url(request, runtime))
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
 
 

@@ -2,50 +2,33 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import ValidationError
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from api.deps import RuntimeDep, SessionDep, TenantDep
-from api.errors import ApiError, error_body, storage_errors
+from api.deps import RuntimeDep, SessionDep, TenantDep, public_base_url
+from api.errors import ApiError, error_body, options_errors, storage_errors
 from api.pagination import decode_cursor, encode_cursor
 from api.presenters import present_document, present_page, present_page_result
 from api.routes.webhooks import document_webhook_url
-from api.schemas import DocumentList, DocumentOut, DocumentResult, ErrorResponse, PageOut
+from api.schemas import DocumentList, DocumentOut, DocumentResult, PageOut, error_responses
 from scriptorium.db.models import Document, Page, Tenant
 from scriptorium.errors import ReasonCode
 from scriptorium.idempotency import REPLAYED_HEADER, find_by_key
-from scriptorium.intake import Dedup, DocumentSpec, intake_stream
+from scriptorium.intake import Dedup, DocumentOptions, intake_stream, parse_json_object, resolve_spec
 from scriptorium.lifecycle import cancel_document, page_state_counts
 from scriptorium.logging import bind_context, get_logger
-from scriptorium.page_ranges import parse_page_selection
-from scriptorium.policy import RoutingPolicy
 from scriptorium.results import assemble_markdown, failed_pages
 from scriptorium.states import DocumentState, Lane
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 log = get_logger(__name__)
 
-TASKS = ("markdown", "free_ocr", "figure")
-MAX_METADATA_BYTES = 16 * 1024
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse},
-    404: {"model": ErrorResponse},
-    409: {"model": ErrorResponse},
-    413: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-    503: {"model": ErrorResponse},
-}
-
-
-def _base_url(request: Request, runtime: RuntimeDep) -> str:
-    return runtime.settings.api.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+ERRORS = error_responses(401, 404, 409, 413, 422, 429, 503)
 
 
 def _own_document(session: Session, tenant: Tenant, document_id: uuid.UUID) -> Document:
@@ -55,38 +38,6 @@ def _own_document(session: Session, tenant: Tenant, document_id: uuid.UUID) -> D
     if document is None:
         raise ApiError(404, "not_found", f"no document {document_id}")
     return document
-
-
-def _policy(tenant: Tenant, mode: str, policy_json: str | None) -> RoutingPolicy:
-    fields: dict[str, Any] = dict(tenant.routing_policy or {})
-    if policy_json:
-        try:
-            extra = json.loads(policy_json)
-        except json.JSONDecodeError as error:
-            raise ApiError(422, "invalid_policy", f"policy is not valid JSON: {error.msg}") from error
-        if not isinstance(extra, dict):
-            raise ApiError(422, "invalid_policy", "policy must be a JSON object")
-        fields.update(extra)
-    if mode:
-        fields["mode"] = mode
-    try:
-        return RoutingPolicy.model_validate(fields)
-    except ValidationError as error:
-        raise ApiError(422, "invalid_policy", str(error.errors()[0]["msg"])) from error
-
-
-def _metadata(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    if len(text.encode()) > MAX_METADATA_BYTES:
-        raise ApiError(422, "invalid_metadata", f"metadata is larger than {MAX_METADATA_BYTES} bytes")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ApiError(422, "invalid_metadata", f"metadata is not valid JSON: {error.msg}") from error
-    if not isinstance(value, dict):
-        raise ApiError(422, "invalid_metadata", "metadata must be a JSON object")
-    return value
 
 
 def _pages_source(session: Session, document: Document) -> Document:
@@ -149,17 +100,32 @@ def upload_document(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> Response:
     settings = runtime.settings
-    base_url = _base_url(request, runtime)
+    base_url = public_base_url(request, runtime)
     existing = find_by_key(session, Document, tenant.id, idempotency_key)
     if existing is not None:
         return _accepted(existing, session, base_url, settings.api.retry_after_s, replay=True)
-    if pages:
-        parse_page_selection(pages)
-    routing_policy = _policy(tenant, mode, policy)
-    client_metadata = _metadata(metadata)
     checked_webhook_url = (
         document_webhook_url(session, tenant.id, webhook_url, settings) if webhook_url else None
     )
+    with options_errors():
+        options = DocumentOptions.parse(
+            {
+                "task": task,
+                "mode": mode or None,
+                "policy": parse_json_object(policy, code="invalid_policy", what="policy"),
+                "pages": pages or None,
+                "metadata": parse_json_object(metadata, code="invalid_metadata", what="metadata"),
+                "priority": priority,
+                "dedup": dedup,
+            }
+        )
+        spec = resolve_spec(
+            options,
+            tenant_policy=tenant.routing_policy,
+            default_priority=Lane.INTERACTIVE,
+            password=password,
+            webhook_url=checked_webhook_url,
+        )
     declared = request.headers.get("content-length")
     limit = settings.limits.max_upload_bytes
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
@@ -167,16 +133,6 @@ def upload_document(
 
     document_id = uuid.uuid4()
     bind_context(document_id=str(document_id))
-    spec = DocumentSpec(
-        task=task,
-        routing_policy=routing_policy.model_dump(mode="json"),
-        page_selection=pages,
-        metadata=client_metadata,
-        priority=priority,
-        dedup=dedup,
-        password=password or None,
-        webhook_url=checked_webhook_url,
-    )
     with storage_errors("uploads"):
         accepted = intake_stream(
             session,
@@ -229,7 +185,7 @@ def list_documents(
             query.order_by(Document.created_at.desc(), Document.id.desc()).limit(limit + 1)
         ).scalars()
     )
-    base_url = _base_url(request, runtime)
+    base_url = public_base_url(request, runtime)
     items = [_present(session, d, base_url) for d in rows[:limit]]
     return DocumentList(
         items=items, next_cursor=encode_cursor(rows[limit - 1]) if len(rows) > limit else None
@@ -241,7 +197,7 @@ def get_document(
     document_id: uuid.UUID, request: Request, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
 ) -> DocumentOut:
     document = _own_document(session, tenant, document_id)
-    return _present(session, document, _base_url(request, runtime))
+    return _present(session, document, public_base_url(request, runtime))
 
 
 @router.get(
@@ -272,7 +228,7 @@ def get_result(
     if format == "markdown":
         headers = {"X-Failed-Pages": ",".join(map(str, failed))} if failed else {}
         return PlainTextResponse(assemble_markdown(pages), media_type="text/markdown", headers=headers)
-    base_url = _base_url(request, runtime)
+    base_url = public_base_url(request, runtime)
     result = DocumentResult(
         document=_present(session, document, base_url),
         pages=[present_page_result(page, runtime.store) for page in sorted(pages, key=lambda p: p.page_no)],
@@ -319,5 +275,5 @@ def cancel(
     cancel_document(session, locked)
     session.commit()
     log.info("document.cancelled")
-    body = _present(session, locked, _base_url(request, runtime))
+    body = _present(session, locked, public_base_url(request, runtime))
     return JSONResponse(body.model_dump(mode="json"), status_code=202)

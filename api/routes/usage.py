@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from api.deps import SessionDep, TenantDep
 from api.errors import ApiError
-from api.schemas import ErrorResponse
+from api.schemas import error_responses
 from scriptorium.db.models import Document
 from scriptorium.quotas import quota_of
 from scriptorium.states import DocumentState
@@ -20,11 +20,7 @@ from scriptorium.usage import GroupBy, UsageLine, lines_as_csv, usage_lines, usa
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 DEFAULT_WINDOW = timedelta(days=30)
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-    429: {"model": ErrorResponse},
-}
+ERRORS = error_responses(401, 422, 429)
 
 
 class UsageLineOut(BaseModel):

@@ -17,10 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.deps import RuntimeDep, SessionDep, TenantDep
-from api.errors import ApiError
-from api.runtime import ApiRuntime
-from api.schemas import ErrorDetail, ErrorResponse
+from api.deps import RuntimeDep, SessionDep, TenantDep, public_base_url
+from api.errors import ApiError, options_errors
+from api.schemas import ErrorDetail, ErrorResponse, error_responses
 from scriptorium.batches.notifications import NotificationInvalid, created_objects
 from scriptorium.batches.states import IntakeRefused, WatchObjectState
 from scriptorium.batches.watches import (
@@ -35,7 +34,7 @@ from scriptorium.batches.watches import (
     token_matches,
 )
 from scriptorium.db.models import Tenant, Watch, WatchObject
-from scriptorium.intake import DocumentOptions, OptionsRejected, resolve_spec
+from scriptorium.intake import DocumentOptions, resolve_spec
 from scriptorium.logging import bind_context, get_logger
 from scriptorium.sources import SourceRegistry
 from scriptorium.states import Lane
@@ -43,12 +42,7 @@ from scriptorium.states import Lane
 router = APIRouter(prefix="/v1/watches", tags=["watches"])
 log = get_logger(__name__)
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse},
-    404: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-    429: {"model": ErrorResponse},
-}
+ERRORS = error_responses(401, 404, 422, 429)
 
 
 class WatchIn(BaseModel):
@@ -121,10 +115,6 @@ class NotificationAccepted(BaseModel):
     new: int = Field(description="objects the watch had not seen before")
 
 
-def _base_url(request: Request, runtime: ApiRuntime) -> str:
-    return runtime.settings.api.public_url.rstrip("/") or str(request.base_url).rstrip("/")
-
-
 def _out(session: Session, watch: Watch, base_url: str) -> dict[str, Any]:
     return WatchOut(
         id=watch.id,
@@ -164,11 +154,10 @@ def create(
         SourceRegistry(runtime.settings.sources).check(
             body.source, tenant_name=tenant.name, bucket=body.bucket
         )
-        resolve_spec(body.options, tenant_policy=tenant.routing_policy, default_priority=Lane.BULK)
     except IntakeRefused as refused:
         raise ApiError(422, refused.reason.value, refused.message) from refused
-    except OptionsRejected as rejected:
-        raise ApiError(422, rejected.code, rejected.message) from rejected
+    with options_errors():
+        resolve_spec(body.options, tenant_policy=tenant.routing_policy, default_priority=Lane.BULK)
     watch, token = create_watch(
         session,
         tenant.id,
@@ -180,7 +169,7 @@ def create(
     )
     session.commit()
     log.info("watch.created", watch_id=str(watch.id))
-    return WatchCreated(**_out(session, watch, _base_url(request, runtime)), token=token)
+    return WatchCreated(**_out(session, watch, public_base_url(request, runtime)), token=token)
 
 
 @router.get("", response_model=WatchList, responses=ERRORS, summary="The tenant's watches")
@@ -190,7 +179,7 @@ def list_watches(request: Request, runtime: RuntimeDep, session: SessionDep, ten
         .where(Watch.tenant_id == tenant.id, Watch.deleted_at.is_(None))
         .order_by(Watch.created_at, Watch.id)
     ).scalars()
-    base_url = _base_url(request, runtime)
+    base_url = public_base_url(request, runtime)
     return WatchList(items=[WatchOut(**_out(session, watch, base_url)) for watch in watches])
 
 
@@ -200,7 +189,7 @@ def list_watches(request: Request, runtime: RuntimeDep, session: SessionDep, ten
 def get_watch(
     watch_id: uuid.UUID, request: Request, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
 ) -> WatchOut:
-    return WatchOut(**_out(session, _own(session, tenant, watch_id), _base_url(request, runtime)))
+    return WatchOut(**_out(session, _own(session, tenant, watch_id), public_base_url(request, runtime)))
 
 
 @router.patch(
@@ -221,7 +210,7 @@ def update_watch(
         watch.name = body.name
     watch.updated_at = func.now()
     session.commit()
-    return WatchOut(**_out(session, watch, _base_url(request, runtime)))
+    return WatchOut(**_out(session, watch, public_base_url(request, runtime)))
 
 
 @router.delete("/{watch_id}", status_code=204, responses=ERRORS, summary="Stop watching; documents stay")
@@ -260,7 +249,7 @@ def rescan(
     watch.polled_at = None
     watch.updated_at = func.now()
     session.commit()
-    return WatchOut(**_out(session, watch, _base_url(request, runtime)))
+    return WatchOut(**_out(session, watch, public_base_url(request, runtime)))
 
 
 @router.get(

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from api.deps import RuntimeDep, SessionDep, TenantDep
 from api.errors import ApiError
 from api.pagination import decode_cursor, encode_cursor
-from api.schemas import ErrorResponse
+from api.schemas import error_responses
 from scriptorium.db.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from scriptorium.logging import get_logger
 from scriptorium.settings import Settings
@@ -38,12 +38,7 @@ from scriptorium.webhooks.states import SUBSCRIBABLE_EVENTS, DeliveryState
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 log = get_logger(__name__)
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse},
-    404: {"model": ErrorResponse},
-    409: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-}
+ERRORS = error_responses(401, 404, 409, 422, 429)
 EVENT_TYPES_HELP = f"subscribed event types (default: all of {', '.join(SUBSCRIBABLE_EVENTS)})"
 
 
