@@ -24,7 +24,6 @@ from PIL import Image
 
 from scriptorium import metrics
 from scriptorium.db.session import transaction
-from scriptorium.dedup import announce_revision
 from scriptorium.errors import ReasonCode
 from scriptorium.lifecycle import (
     AttemptRecord,
@@ -50,7 +49,6 @@ from worker.runtime import WorkerRuntime
 
 log = get_logger(__name__)
 FATAL_EXIT_CODE = 70
-_announced_revisions: set[str] = set()  # revisions this process has recorded in engine_revisions
 
 
 @dataclass
@@ -73,7 +71,6 @@ def ocr_page(runtime: WorkerRuntime, document_id: uuid.UUID, page_no: int) -> No
     engine = runtime.require_engine()
     settings = runtime.settings
     lease_s = settings.limits.lease_s
-    _announce(runtime, engine.revision)
     with transaction(runtime.sessions) as session:
         first = claim_page(session, document_id, page_no, owner=runtime.identity, lease_s=lease_s)
         if first is None:
@@ -104,15 +101,6 @@ def ocr_page(runtime: WorkerRuntime, document_id: uuid.UUID, page_no: int) -> No
         os._exit(FATAL_EXIT_CODE)  # the context is poisoned; the pool replaces this process
     finished_documents = _record(runtime, engine, work)
     _refill(runtime, admit=bool(finished_documents))
-
-
-def _announce(runtime: WorkerRuntime, revision: str) -> None:
-    """Record once per process the revision this worker serves: dedup reuses only its results."""
-    if revision in _announced_revisions:
-        return
-    with transaction(runtime.sessions) as session:
-        announce_revision(session, revision)
-    _announced_revisions.add(revision)
 
 
 def _load(runtime: WorkerRuntime, claim: PageClaim) -> PageWork:

@@ -25,35 +25,16 @@ from scriptorium.lifecycle import (
     record_page_outcome,
     sweep,
 )
-from scriptorium.states import DocumentState, PageState
+from scriptorium.states import DocumentState
 from tests.support import builders
 
 
 def _attempt(mode: str = "base", output: int = 50, escalation: bool = False) -> AttemptRecord:
-    return AttemptRecord(
-        mode=mode,
-        vision_tokens=256,
-        valid_tokens=198,
-        placeholder_tokens=273,
-        prompt_tokens=285,
-        output_tokens=output,
-        engine_seconds=0.5,
-        finished=True,
-        repetition=False,
-        escalation=escalation,
-    )
+    return builders.attempt(mode=mode, output=output, escalation=escalation)
 
 
 def _done(*attempts: AttemptRecord) -> PageOutcome:
-    return PageOutcome(
-        state=PageState.DONE,
-        attempts=attempts or (_attempt(),),
-        model_revision="rev",
-        mode="base",
-        markdown="text",
-        blocks=[],
-        figures=[],
-    )
+    return builders.page_outcome(*(attempts or (_attempt(),)))
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ from sqlalchemy import func
 from sqlalchemy.orm import Session
 
 from scriptorium.db.models import Document, Page, Tenant
+from scriptorium.lifecycle import AttemptRecord, PageOutcome
+from scriptorium.modes import Mode, token_geometry
 from scriptorium.states import DocumentState, PageState
 from scriptorium.tenants import IssuedKey, create_tenant
 
@@ -64,3 +66,54 @@ def document_with_pages(
             Page.__table__.update().where(Page.document_id == document.id).values(dispatched_at=func.now())
         )
     return document
+
+
+PAGE_SIZE = (1224, 1584)  # US Letter at 144 dpi, the size builders give pages
+PROMPT_TEXT_TOKENS = 12
+
+
+def attempt(
+    *, mode: str = "base", output: int = 40, escalation: bool = False, engine_seconds: float = 0.25
+) -> AttemptRecord:
+    """One engine run with the real token geometry of a Letter page in ``mode``."""
+    geometry = token_geometry(Mode(mode), *PAGE_SIZE)
+    return AttemptRecord(
+        mode=mode,
+        vision_tokens=geometry.vision_features,
+        valid_tokens=geometry.valid,
+        placeholder_tokens=geometry.placeholders,
+        prompt_tokens=geometry.placeholders + PROMPT_TEXT_TOKENS,
+        output_tokens=output,
+        engine_seconds=engine_seconds,
+        finished=True,
+        repetition=False,
+        escalation=escalation,
+    )
+
+
+def page_outcome(
+    *attempts: AttemptRecord,
+    fail: bool = False,
+    mode: str = "base",
+    markdown: str = "text",
+    revision: str = "rev",
+) -> PageOutcome:
+    """A read page (or, with ``fail``, one the engine could not read) as an OCR task records it."""
+    runs = attempts or (attempt(mode=mode),)
+    if fail:
+        return PageOutcome(
+            state=PageState.FAILED,
+            attempts=runs,
+            model_revision=revision,
+            error_code="engine_error",
+            error_message="the test engine could not read it",
+        )
+    return PageOutcome(
+        state=PageState.DONE,
+        attempts=runs,
+        model_revision=revision,
+        mode=runs[-1].mode,
+        markdown=markdown,
+        blocks=[],
+        figures=[],
+    )

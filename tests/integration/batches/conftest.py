@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from scriptorium.db.models import Batch, BatchItem, Document, Event, Page, Tenant
-from scriptorium.lifecycle import AttemptRecord, PageOutcome, claim_page, lock_document, record_page_outcome
+from scriptorium.lifecycle import claim_page, lock_document, record_page_outcome
 from scriptorium.settings import IntakeSettings, Settings, SourceSettings
 from scriptorium.states import DocumentState, PageState
 from tests.support import builders
@@ -144,21 +144,6 @@ def batch_events(sessions: sessionmaker[Session], batch_id: uuid.UUID | str) -> 
         )
 
 
-def _attempt() -> AttemptRecord:
-    return AttemptRecord(
-        mode="tiny",
-        vision_tokens=64,
-        valid_tokens=64,
-        placeholder_tokens=73,
-        prompt_tokens=85,
-        output_tokens=12,
-        engine_seconds=0.01,
-        finished=True,
-        repetition=False,
-        escalation=False,
-    )
-
-
 def start_processing(sessions: sessionmaker[Session], document_id: uuid.UUID) -> None:
     """What preparation leaves behind: one queued page, the document processing."""
     with sessions.begin() as session:
@@ -189,25 +174,7 @@ def read_page(sessions: sessionmaker[Session], document_id: uuid.UUID, *, fail: 
     with sessions.begin() as session:
         claim = claim_page(session, document_id, 1, owner="test", lease_s=60)
         assert claim is not None
-    outcome = (
-        PageOutcome(
-            state=PageState.FAILED,
-            attempts=(_attempt(),),
-            model_revision="rev",
-            error_code="engine_error",
-            error_message="the test engine could not read it",
-        )
-        if fail
-        else PageOutcome(
-            state=PageState.DONE,
-            attempts=(_attempt(),),
-            model_revision="rev",
-            mode="tiny",
-            markdown="text",
-            blocks=[],
-            figures=[],
-        )
-    )
+    outcome = builders.page_outcome(fail=fail, mode="tiny")
     with sessions.begin() as session:
         return record_page_outcome(session, claim, outcome).event
 

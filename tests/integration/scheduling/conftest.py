@@ -13,7 +13,6 @@ from scriptorium.db.models import Document, Page, Tenant, TenantUsage, UsageEntr
 from scriptorium.lifecycle import (
     AttemptRecord,
     DispatchPlan,
-    PageOutcome,
     claim_page,
     plan_dispatch,
     record_page_outcome,
@@ -68,23 +67,6 @@ def dispatch(sessions: sessionmaker[Session], *, depth: int) -> DispatchPlan:
         return plan_dispatch(session, depth=depth, lost_after_s=LOST_AFTER_S)
 
 
-def attempt(
-    *, vision: int = 256, output: int = 40, mode: str = "base", escalation: bool = False
-) -> AttemptRecord:
-    return AttemptRecord(
-        mode=mode,
-        vision_tokens=vision,
-        valid_tokens=vision - 10,
-        placeholder_tokens=vision + 17,
-        prompt_tokens=vision + 29,
-        output_tokens=output,
-        engine_seconds=0.25,
-        finished=True,
-        repetition=False,
-        escalation=escalation,
-    )
-
-
 def read_page(
     sessions: sessionmaker[Session],
     document_id: uuid.UUID,
@@ -97,20 +79,10 @@ def read_page(
         claim = claim_page(session, document_id, page_no, owner="test", lease_s=60)
         if claim is None:
             return False
-        runs = attempts or (attempt(),)
-        record_page_outcome(
-            session,
-            claim,
-            PageOutcome(
-                state=PageState.DONE,
-                attempts=runs,
-                model_revision=revision,
-                mode=runs[-1].mode,
-                markdown=f"page {page_no} of {document_id}",
-                blocks=[],
-                figures=[],
-            ),
+        outcome = builders.page_outcome(
+            *attempts, markdown=f"page {page_no} of {document_id}", revision=revision
         )
+        record_page_outcome(session, claim, outcome)
     return True
 
 

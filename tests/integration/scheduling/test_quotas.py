@@ -13,7 +13,6 @@ from scriptorium.quotas import hold_for_concurrency, quota_of, set_limits
 from scriptorium.states import DocumentState, Lane
 from tests.integration.scheduling.conftest import (
     assert_usage_matches_ledger,
-    attempt,
     backlog,
     dispatch,
     document,
@@ -22,6 +21,7 @@ from tests.integration.scheduling.conftest import (
     read_page,
 )
 from tests.support import builders
+from tests.support.builders import attempt
 from tests.support.invariants import assert_invariants
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("quiet_queue")]
@@ -96,8 +96,8 @@ def test_escalations_are_charged_as_one_page_and_every_run_s_tokens(sessions: se
         sessions,
         document_id,
         1,
-        attempt(vision=64, output=900, mode="tiny"),
-        attempt(vision=100, output=700, mode="small", escalation=True),
+        attempt(output=900, mode="tiny"),
+        attempt(output=700, mode="small", escalation=True),
     )
     with sessions() as session:
         used = quota_of(session, owner.id)

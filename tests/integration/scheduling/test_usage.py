@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from scriptorium.batches.states import BatchKind, BatchState
 from scriptorium.db.models import Batch, Document, Tenant
 from scriptorium.usage import GroupBy, UsageLine, lines_as_csv, usage_lines, usage_total
-from tests.integration.scheduling.conftest import attempt, backlog, dispatch, new_tenant, read_page
+from tests.integration.scheduling.conftest import backlog, dispatch, new_tenant, read_page
+from tests.support.builders import attempt
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("quiet_queue")]
 
@@ -43,11 +44,11 @@ def billed(sessions: sessionmaker[Session]) -> tuple[Tenant, uuid.UUID, uuid.UUI
         sessions,
         batched,
         1,
-        attempt(vision=64, output=700, mode="tiny"),
-        attempt(vision=100, output=600, mode="small", escalation=True),
+        attempt(output=700, mode="tiny"),
+        attempt(output=600, mode="small", escalation=True),
     )
-    assert read_page(sessions, batched, 2, attempt(vision=64, output=30, mode="tiny"))
-    assert read_page(sessions, loose, 1, attempt(vision=256, output=50, mode="base"))
+    assert read_page(sessions, batched, 2, attempt(output=30, mode="tiny"))
+    assert read_page(sessions, loose, 1, attempt(output=50, mode="base"))
     return owner, batch_id, batched, loose
 
 

@@ -12,9 +12,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Event, Tenant, WebhookDelivery
-from scriptorium.lifecycle import AttemptRecord, PageClaim, PageOutcome, claim_page, record_page_outcome
+from scriptorium.lifecycle import PageClaim, claim_page, record_page_outcome
 from scriptorium.settings import Settings, WebhookSettings
-from scriptorium.states import PageState
 from scriptorium.webhooks.states import DUE_STATES, DeliveryState
 from tests.integration.webhooks.receiver import Receiver, running_receiver
 from tests.support import builders
@@ -76,21 +75,6 @@ def _no_delivery_outlives_its_test(sessions: sessionmaker[Session]) -> Iterator[
         )
 
 
-def _attempt() -> AttemptRecord:
-    return AttemptRecord(
-        mode="base",
-        vision_tokens=256,
-        valid_tokens=200,
-        placeholder_tokens=273,
-        prompt_tokens=285,
-        output_tokens=40,
-        engine_seconds=0.1,
-        finished=True,
-        repetition=False,
-        escalation=False,
-    )
-
-
 def claim(sessions: sessionmaker[Session], document_id: uuid.UUID, page_no: int) -> PageClaim:
     with sessions.begin() as session:
         claimed = claim_page(session, document_id, page_no, owner="test", lease_s=60)
@@ -100,25 +84,7 @@ def claim(sessions: sessionmaker[Session], document_id: uuid.UUID, page_no: int)
 
 def record(sessions: sessionmaker[Session], claimed: PageClaim, *, fail: bool = False) -> None:
     """Record a claimed page's result through the product's guarded transition."""
-    outcome = (
-        PageOutcome(
-            state=PageState.FAILED,
-            attempts=(_attempt(),),
-            model_revision="rev",
-            error_code="engine_error",
-            error_message="unreadable",
-        )
-        if fail
-        else PageOutcome(
-            state=PageState.DONE,
-            attempts=(_attempt(),),
-            model_revision="rev",
-            mode="base",
-            markdown=f"SECRET PAGE TEXT {claimed.page_no}",
-            blocks=[],
-            figures=[],
-        )
-    )
+    outcome = builders.page_outcome(fail=fail, markdown=f"SECRET PAGE TEXT {claimed.page_no}")
     with sessions.begin() as session:
         record_page_outcome(session, claimed, outcome)
 
