@@ -12,15 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
-from urllib.parse import urlsplit
 
-import certifi
 import urllib3
-from minio import Minio
 from minio.error import S3Error
 
 from scriptorium.batches.states import IntakeReason, IntakeRefused
 from scriptorium.settings import SourceSettings
+from scriptorium.storage import make_s3_client
 
 URI_SCHEME = "s3://"
 _MISSING_BUCKET = {"NoSuchBucket"}
@@ -75,24 +73,12 @@ class Source:
     def __init__(self, name: str, settings: SourceSettings) -> None:
         self.name = name
         self._settings = settings
-        endpoint, secure = settings.endpoint, settings.secure
-        if "://" in endpoint:
-            parts = urlsplit(endpoint)
-            endpoint, secure = parts.netloc, parts.scheme == "https"
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=5, read=120),
-            maxsize=16,
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=certifi.where(),
-            retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
-        )
-        self._client = Minio(
-            endpoint,
-            http_client=http,
+        self._client = make_s3_client(
+            settings.endpoint,
             access_key=settings.access_key,
             secret_key=settings.secret_key.get_secret_value(),
-            secure=secure,
-            region=settings.region or "us-east-1",
+            secure=settings.secure,
+            region=settings.region,
         )
 
     def list_after(self, bucket: str, prefix: str, *, after: str | None, limit: int) -> list[ListedObject]:

@@ -83,6 +83,30 @@ class _HashingLimitedReader(io.RawIOBase):
         return bytes(chunk)
 
 
+def make_s3_client(
+    endpoint: str, *, access_key: str, secret_key: str, secure: bool, region: str | None
+) -> Minio:
+    """A client for any S3 endpoint (``host:port`` or a URL whose scheme sets TLS), with bounded retries."""
+    if "://" in endpoint:
+        parts = urlsplit(endpoint)
+        endpoint, secure = parts.netloc, parts.scheme == "https"
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=5, read=120),
+        maxsize=16,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=certifi.where(),
+        retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
+    return Minio(
+        endpoint,
+        http_client=http,
+        access_key=access_key,
+        secret_key=secret_key,
+        secure=secure,
+        region=region or "us-east-1",
+    )
+
+
 class ObjectStore:
     def __init__(self, settings: StorageSettings) -> None:
         self._settings = settings
@@ -92,24 +116,13 @@ class ObjectStore:
         self._signer = self._make_client(public) if public else self._client
 
     def _make_client(self, endpoint: str) -> Minio:
-        secure = self._settings.secure
-        if "://" in endpoint:
-            parts = urlsplit(endpoint)
-            endpoint, secure = parts.netloc, parts.scheme == "https"
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=5, read=120),
-            maxsize=16,
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=certifi.where(),
-            retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
-        )
-        return Minio(
+        settings = self._settings
+        return make_s3_client(
             endpoint,
-            http_client=http,
-            access_key=self._settings.access_key,
-            secret_key=self._settings.secret_key.get_secret_value(),
-            secure=secure,
-            region=self._settings.region or "us-east-1",
+            access_key=settings.access_key,
+            secret_key=settings.secret_key.get_secret_value(),
+            secure=settings.secure,
+            region=settings.region,
         )
 
     @property
