@@ -40,14 +40,22 @@ def find_by_key(session: Session, model: type[RowT], tenant_id: uuid.UUID, key: 
 
 
 def commit_or_replay(
-    session: Session, row: RowT, *, undo: Callable[[], None] | None = None
+    session: Session,
+    row: RowT,
+    *,
+    stage: Callable[[], None] | None = None,
+    undo: Callable[[], None] | None = None,
 ) -> tuple[RowT, bool]:
     """Commit the session that adds ``row``; if its key was taken meanwhile, the row that took it.
 
-    Returns the row to answer with and whether it is a replay. An integrity error that is not
-    about the key is raised again.
+    ``stage`` runs first in the same transaction (after the row is flushed); ``undo`` runs when
+    the key turns out to be taken. Returns the row to answer with and whether it is a replay. An
+    integrity error that is not about the key is raised again.
     """
     try:
+        session.flush()
+        if stage is not None:
+            stage()
         session.commit()
     except IntegrityError:
         session.rollback()

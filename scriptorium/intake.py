@@ -18,12 +18,11 @@ from datetime import datetime
 from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from scriptorium.db.models import Document
 from scriptorium.dedup import find_original, fingerprint
-from scriptorium.idempotency import find_by_key
+from scriptorium.idempotency import commit_or_replay
 from scriptorium.lifecycle import admit_duplicate
 from scriptorium.page_ranges import parse_page_selection
 from scriptorium.policy import RoutingPolicy
@@ -232,21 +231,16 @@ def accept_document(
         else None
     )
     session.add(document)
-    try:
-        session.flush()
+
+    def stage() -> None:
         if original is not None:
             admit_duplicate(session, document, original)
         if before_commit is not None:
             before_commit(session, document)
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        existing = find_by_key(session, Document, document.tenant_id, document.idempotency_key)
-        if existing is None:
-            raise
-        if undo is not None:
-            undo()
-        return Accepted(existing, replayed=True)
+
+    answered, replayed = commit_or_replay(session, document, stage=stage, undo=undo)
+    if replayed:
+        return Accepted(answered, replayed=True)
     if document.duplicate_of is None:
         send_prepare(session, publisher, document)
     return Accepted(document, replayed=False)

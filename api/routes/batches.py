@@ -29,7 +29,6 @@ from scriptorium.batches.control import (
     cancel_batch,
     close_batch,
     create_batch,
-    find_by_idempotency_key,
     own_batch,
     retry_failed,
 )
@@ -39,7 +38,7 @@ from scriptorium.batches.report import csv_chunks, json_chunks, report_rows, sum
 from scriptorium.batches.states import BatchKind, BatchState, IntakeReason, IntakeRefused, ItemState
 from scriptorium.db.models import Batch, BatchItem, Document, Tenant
 from scriptorium.errors import ReasonCode
-from scriptorium.idempotency import REPLAYED_HEADER
+from scriptorium.idempotency import REPLAYED_HEADER, find_by_key
 from scriptorium.intake import (
     Dedup,
     DocumentOptions,
@@ -298,7 +297,7 @@ def create(
     (``POST /v1/batches/{id}/documents``), then close it."""
     settings = runtime.settings
     base_url = public_base_url(request, runtime)
-    if idempotency_key and (existing := find_by_idempotency_key(session, tenant.id, idempotency_key)):
+    if existing := find_by_key(session, Batch, tenant.id, idempotency_key):
         return _accepted(_present(session, existing, base_url), settings.api.retry_after_s, replay=True)
     given = [
         kind for kind, value in (("archive", archive), ("manifest", manifest), ("prefix", prefix)) if value

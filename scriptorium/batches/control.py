@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.batches.completion import finish_batch_if_done, lock_batch
 from scriptorium.batches.states import BatchKind, BatchState, IntakeReason, ItemState
 from scriptorium.db.models import Batch, BatchItem, Document, Event
 from scriptorium.db.session import transaction
+from scriptorium.idempotency import commit_or_replay
 from scriptorium.intake import DocumentOptions
 from scriptorium.lifecycle import TERMINAL_DOCUMENT_VALUES, cancel_document, lock_document
 from scriptorium.states import DocumentState
@@ -63,12 +63,6 @@ def own_batch(session: Session, tenant_id: uuid.UUID, batch_id: uuid.UUID) -> Ba
     ).scalar_one_or_none()
 
 
-def find_by_idempotency_key(session: Session, tenant_id: uuid.UUID, key: str) -> Batch | None:
-    return session.execute(
-        select(Batch).where(Batch.tenant_id == tenant_id, Batch.idempotency_key == key)
-    ).scalar_one_or_none()
-
-
 def create_batch(
     session: Session, tenant_id: uuid.UUID, new: NewBatch, *, batch_id: uuid.UUID | None = None
 ) -> tuple[Batch, bool]:
@@ -88,17 +82,10 @@ def create_batch(
         intake_dispatched_at=func.now() if expanding else None,
     )
     session.add(batch)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        if new.idempotency_key is None:
-            raise
-        existing = find_by_idempotency_key(session, tenant_id, new.idempotency_key)
-        assert existing is not None
-        return existing, True
-    session.refresh(batch)
-    return batch, False
+    answered, replayed = commit_or_replay(session, batch)
+    if not replayed:
+        session.refresh(answered)
+    return answered, replayed
 
 
 def close_batch(session: Session, batch_id: uuid.UUID) -> Event | None:
