@@ -11,8 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from scriptorium.acceptance import OptionsRejected
 from scriptorium.errors import InputRejected, ReasonCode
-from scriptorium.intake import OptionsRejected
 from scriptorium.storage import StorageUnavailable, UploadTooLarge
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine as DbEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.session import make_engine, make_session_factory
@@ -16,21 +16,21 @@ from scriptorium.storage import ObjectStore
 @dataclass
 class ApiRuntime:
     settings: Settings
-    engine: Engine
+    db: DbEngine
     sessions: sessionmaker[Session]
     store: ObjectStore
     publisher: Publisher
 
     @classmethod
     def build(cls, settings: Settings) -> ApiRuntime:
-        engine = make_engine(settings.db)
+        db = make_engine(settings.db)
         return cls(
             settings=settings,
-            engine=engine,
-            sessions=make_session_factory(engine),
+            db=db,
+            sessions=make_session_factory(db),
             store=ObjectStore(settings.storage),
             publisher=Publisher(create_celery(settings)),
         )
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.dispose()

@@ -32,7 +32,7 @@ from scriptorium.queueing import (
 )
 from scriptorium.settings import Settings
 from worker.assembly import store_document_result
-from worker.intake import expand_batch, ingest_watch, poll_watches
+from worker.ingestion import expand_batch, ingest_watch, poll_watches
 from worker.ocr import ocr_page
 from worker.preparation import prepare_document
 from worker.runtime import EngineFactory, WorkerRuntime
@@ -63,7 +63,7 @@ class ProcessState:
             loaded = time.perf_counter()
             if self.settings.engine.warmup:
                 engine.warmup()
-            runtime.engine = engine
+            runtime.ocr_engine = engine
             with transaction(runtime.sessions) as session:
                 announce_revision(session, engine.revision)  # dedup reuses only results of served weights
             metrics.record_engine_ready(
@@ -114,7 +114,7 @@ def create_worker_app(
     @app.task(name=OCR_TASK)  # type: ignore[untyped-decorator]
     def ocr(document_id: str, page_no: int, request_id: str | None = None) -> None:
         ocr_page(state.runtime, uuid.UUID(document_id), int(page_no))
-        metrics.record_device_memory(state.runtime.engine)
+        metrics.record_device_memory(state.runtime.ocr_engine)
 
     @app.task(name=ASSEMBLE_TASK)  # type: ignore[untyped-decorator]
     def assemble(document_id: str) -> None:

@@ -43,7 +43,15 @@ from scriptorium.policy import RoutingPolicy
 from scriptorium.settings import Settings
 from scriptorium.states import PageState
 from scriptorium.storage import figure_key
-from worker.engine.base import BatchPageFailures, Engine, EngineFatal, PageFailed, PageInput, PageResult, Task
+from worker.engine.base import (
+    BatchPageFailures,
+    Engine,
+    EngineFatal,
+    PageFailed,
+    PageInput,
+    PageResult,
+    PromptTask,
+)
 from worker.routing.escalation import choose_kept_result, judge
 from worker.runtime import WorkerRuntime
 
@@ -68,7 +76,7 @@ class PageWork:
 
 
 def ocr_page(runtime: WorkerRuntime, document_id: uuid.UUID, page_no: int) -> None:
-    engine = runtime.require_engine()
+    engine = runtime.require_ocr_engine()
     settings = runtime.settings
     lease_s = settings.limits.lease_s
     with transaction(runtime.sessions) as session:
@@ -131,7 +139,7 @@ def _read_with_escalation(engine: Engine, work: Sequence[PageWork], settings: Se
 
 def _run_isolating_failures(engine: Engine, items: Sequence[PageWork], mode: Mode) -> list[PageResult | None]:
     inputs = [
-        PageInput(page_no=item.claim.page_no, image=item.image, mode=mode, task=Task(item.claim.task))
+        PageInput(page_no=item.claim.page_no, image=item.image, mode=mode, task=PromptTask(item.claim.task))
         for item in items
     ]
     try:

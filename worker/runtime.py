@@ -28,7 +28,7 @@ class WorkerRuntime:
     sessions: sessionmaker[Session]
     store: ObjectStore
     publisher: Publisher
-    engine: Engine | None = None
+    ocr_engine: Engine | None = None
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     _token_counter: TokenCounter | None = None
 
@@ -50,10 +50,10 @@ class WorkerRuntime:
             self._token_counter = token_counter(model_dir if model_dir.is_dir() else None)
         return self._token_counter
 
-    def require_engine(self) -> Engine:
-        if self.engine is None:
+    def require_ocr_engine(self) -> Engine:
+        if self.ocr_engine is None:
             raise RuntimeError("this worker has no OCR engine loaded; start it with the GPU queue")
-        return self.engine
+        return self.ocr_engine
 
     def close(self) -> None:
         self.db.dispose()

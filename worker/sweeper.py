@@ -3,12 +3,12 @@ and stuck batch intake."""
 
 from __future__ import annotations
 
-from scriptorium.batches.intake import stalled_intake
+from scriptorium.batches.expansion import stalled_intake
 from scriptorium.db.session import transaction
 from scriptorium.lifecycle import SweepReport, plan_dispatch, sweep, try_sweeper_lock
 from scriptorium.logging import get_logger
 from worker.assembly import store_document_result
-from worker.intake import INTAKE_ATTEMPTS
+from worker.ingestion import INTAKE_ATTEMPTS
 from worker.preparation import PREPARE_ATTEMPTS
 from worker.runtime import WorkerRuntime
 

@@ -20,6 +20,13 @@ from api.presenters import present_document
 from api.routes.webhooks import document_webhook_url
 from api.runtime import ApiRuntime
 from api.schemas import DocumentList, DocumentOut, ErrorDetail, TokenTotals, error_responses
+from scriptorium.acceptance import (
+    Dedup,
+    DocumentOptions,
+    intake_stream,
+    parse_json_object,
+    resolve_spec,
+)
 from scriptorium.batches.archives import archive_format
 from scriptorium.batches.completion import lock_batch
 from scriptorium.batches.control import (
@@ -39,13 +46,6 @@ from scriptorium.batches.states import BatchKind, BatchState, IntakeReason, Inta
 from scriptorium.db.models import Batch, BatchItem, Document, Tenant
 from scriptorium.errors import ReasonCode
 from scriptorium.idempotency import REPLAYED_HEADER, find_by_key
-from scriptorium.intake import (
-    Dedup,
-    DocumentOptions,
-    intake_stream,
-    parse_json_object,
-    resolve_spec,
-)
 from scriptorium.lifecycle import page_state_counts
 from scriptorium.logging import bind_context, get_logger
 from scriptorium.sources import SourceRegistry, parse_s3_uri

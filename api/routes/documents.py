@@ -16,10 +16,10 @@ from api.pagination import decode_cursor, encode_cursor
 from api.presenters import present_document, present_page, present_page_result
 from api.routes.webhooks import document_webhook_url
 from api.schemas import DocumentList, DocumentOut, DocumentResult, PageOut, error_responses
+from scriptorium.acceptance import Dedup, DocumentOptions, intake_stream, parse_json_object, resolve_spec
 from scriptorium.db.models import Document, Page, Tenant
 from scriptorium.errors import ReasonCode
 from scriptorium.idempotency import REPLAYED_HEADER, find_by_key
-from scriptorium.intake import Dedup, DocumentOptions, intake_stream, parse_json_object, resolve_spec
 from scriptorium.lifecycle import cancel_document, page_state_counts
 from scriptorium.logging import bind_context, get_logger
 from scriptorium.results import assemble_markdown, failed_pages

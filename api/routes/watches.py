@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from api.deps import RuntimeDep, SessionDep, TenantDep, public_base_url
 from api.errors import ApiError, options_errors
 from api.schemas import ErrorDetail, ErrorResponse, error_responses
+from scriptorium.acceptance import DocumentOptions, resolve_spec
 from scriptorium.batches.notifications import NotificationInvalid, created_objects
 from scriptorium.batches.states import IntakeRefused, WatchObjectState
 from scriptorium.batches.watches import (
@@ -34,7 +35,6 @@ from scriptorium.batches.watches import (
     token_matches,
 )
 from scriptorium.db.models import Tenant, Watch, WatchObject
-from scriptorium.intake import DocumentOptions, resolve_spec
 from scriptorium.logging import bind_context, get_logger
 from scriptorium.sources import SourceRegistry
 from scriptorium.states import Lane

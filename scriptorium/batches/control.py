@@ -14,12 +14,12 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from scriptorium.acceptance import DocumentOptions
 from scriptorium.batches.completion import finish_batch_if_done, lock_batch
 from scriptorium.batches.states import BatchKind, BatchState, IntakeReason, ItemState
 from scriptorium.db.models import Batch, BatchItem, Document, Event
 from scriptorium.db.session import transaction
 from scriptorium.idempotency import commit_or_replay
-from scriptorium.intake import DocumentOptions
 from scriptorium.lifecycle import TERMINAL_DOCUMENT_VALUES, cancel_document, lock_document
 from scriptorium.states import DocumentState
 

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from scriptorium.acceptance import DocumentOptions, OptionsRejected
 from scriptorium.batches.states import IntakeReason, IntakeRefused
-from scriptorium.intake import DocumentOptions, OptionsRejected
 from scriptorium.sources import ObjectRef, parse_s3_uri
 
 MAX_LINE_CHARS = 64 * 1024

@@ -22,9 +22,9 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from scriptorium.acceptance import DocumentOptions
 from scriptorium.batches.states import IntakeReason, WatchObjectState
 from scriptorium.db.models import Watch, WatchObject
-from scriptorium.intake import DocumentOptions
 
 TOKEN_PREFIX = "wt_"  # noqa: S105 - the marker of a watch token, not a secret
 _NAMESPACE = uuid.UUID("a3f61b2e-59d4-4c8e-8d62-0e7c39d5b8f1")

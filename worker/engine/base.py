@@ -18,7 +18,7 @@ from PIL import Image
 from scriptorium.modes import Mode
 
 
-class Task(StrEnum):
+class PromptTask(StrEnum):
     """What the model is asked to do with a page."""
 
     MARKDOWN = "markdown"  # markdown with layout (grounding boxes)
@@ -32,8 +32,8 @@ class PageInput:
     page_no: int
     image: Image.Image  # RGB, the page as rasterised; its size is the page's pixel size
     mode: Mode
-    task: Task = Task.MARKDOWN
-    query: str | None = None  # the phrase for Task.LOCATE
+    task: PromptTask = PromptTask.MARKDOWN
+    query: str | None = None  # the phrase for PromptTask.LOCATE
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from scriptorium.errors import InputRejected
 from scriptorium.modes import Mode
 from scriptorium.page_ranges import resolve_page_selection
 from scriptorium.settings import Settings, load_settings
-from worker.engine.base import PageFailed, PageInput, PageResult, Task
+from worker.engine.base import PageFailed, PageInput, PageResult, PromptTask
 
 if TYPE_CHECKING:
     from worker.engine.deepseek.engine import DeepSeekOcrEngine
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 PAGE_SPLIT = "\n\n<--- Page Split --->\n\n"  # how the reference joins pages of one document
 AUTO_MODE = "auto"
-CLI_TASKS = (Task.MARKDOWN, Task.FREE_OCR, Task.FIGURE)
+CLI_TASKS = (PromptTask.MARKDOWN, PromptTask.FREE_OCR, PromptTask.FIGURE)
 EXIT_OK, EXIT_PAGE_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
 
@@ -101,7 +101,9 @@ def _ocr_parser() -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     parser.add_argument("--model", required=True, help="checkpoint directory (or hub id with network)")
     parser.add_argument("--mode", default=AUTO_MODE, choices=[AUTO_MODE, *(mode.value for mode in Mode)])
-    parser.add_argument("--task", default=Task.MARKDOWN.value, choices=[task.value for task in CLI_TASKS])
+    parser.add_argument(
+        "--task", default=PromptTask.MARKDOWN.value, choices=[task.value for task in CLI_TASKS]
+    )
     parser.add_argument("--pages", help="page selection, e.g. 1-3,5")
     parser.add_argument("--json", action="store_true", help="one JSON object per file and line")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: engine settings)")
@@ -127,7 +129,9 @@ def _read_file(
                     outcomes.append(SkippedPage(page.page_no, reason))
                 else:
                     inputs.append(
-                        PageInput(page_no=page.page_no, image=page.image, mode=mode, task=Task(args.task))
+                        PageInput(
+                            page_no=page.page_no, image=page.image, mode=mode, task=PromptTask(args.task)
+                        )
                     )
             outcomes.extend(engine.run_outcomes(inputs))
     return sorted(outcomes, key=lambda outcome: outcome.page_no), sizes

@@ -18,7 +18,7 @@ from minio import Minio
 from sqlalchemy import func, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from scriptorium.batches.intake import claim_intake, first_document_id, stalled_intake
+from scriptorium.batches.expansion import claim_intake, first_document_id, stalled_intake
 from scriptorium.db.models import Batch, Document, Tenant
 from scriptorium.lifecycle import plan_dispatch
 from scriptorium.storage import ObjectStore, raw_key
@@ -37,8 +37,8 @@ from tests.integration.batches.conftest import (
 from tests.support import builders
 from tests.support.invariants import assert_invariants
 from tests.unit.batches.conftest import tar_bytes, zip_bytes
-from worker import intake as worker_intake
-from worker.intake import expand_batch
+from worker import ingestion as worker_ingestion
+from worker.ingestion import expand_batch
 from worker.runtime import WorkerRuntime
 
 pytestmark = pytest.mark.integration
@@ -184,7 +184,7 @@ def test_a_prefix_is_listed_page_by_page_after_its_marker(
     for key, data in objects.items():
         put_object(source_client, source_bucket, key, data)
     put_object(source_client, source_bucket, f"elsewhere-{uuid.uuid4().hex[:6]}/x.png", b"not listed")
-    monkeypatch.setattr(worker_intake, "DISCOVERY_CHUNK", 2)
+    monkeypatch.setattr(worker_ingestion, "DISCOVERY_CHUNK", 2)
     created = _create(
         api, headers, data={"prefix": f"s3://{SOURCE}/{source_bucket}/{prefix}", "name": "scans"}
     )

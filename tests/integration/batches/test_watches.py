@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from scriptorium.db.models import Document, Tenant, WatchObject
 from scriptorium.storage import ObjectStore
 from tests.integration.batches.conftest import SOURCE, png, put_object
-from worker.intake import ingest_watch, poll_watches
+from worker.ingestion import ingest_watch, poll_watches
 from worker.runtime import WorkerRuntime
 
 pytestmark = pytest.mark.integration

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from scriptorium.acceptance import DocumentOptions, OptionsRejected, resolve_spec
 from scriptorium.errors import InputRejected
-from scriptorium.intake import DocumentOptions, OptionsRejected, resolve_spec
 from scriptorium.states import Lane
 
 

@@ -192,6 +192,6 @@ def test_a_gpu_worker_process_publishes_its_engine_start(tmp_path: Path, setting
         assert ready.exists()
         assert sample("scriptorium_engines_ready") == 1 >= loads
         assert sample("scriptorium_model_load_seconds") >= 0
-        assert runtime.engine is not None
+        assert runtime.ocr_engine is not None
     finally:
         runtime.close()

@@ -8,7 +8,7 @@ import torch
 
 from scriptorium.modes import MODE_ORDER, Mode
 from tests.unit.engine_model.conftest import EngineFactory
-from worker.engine.base import PageInput, PageResult, Task
+from worker.engine.base import PageInput, PageResult, PromptTask
 from worker.engine.deepseek.engine import synthetic_page
 from worker.engine.deepseek.generation import GenerationRequest, RepetitionGuard, build_inputs, generate_batch
 from worker.engine.deepseek.loader import LoadedModel
@@ -24,7 +24,7 @@ def requests_for(model: LoadedModel, mode: Mode) -> list[GenerationRequest]:
     requests = []
     for index, size in enumerate(PAGE_SIZES):
         image = prepare_image(synthetic_page(*size), mode)
-        task = (Task.MARKDOWN, Task.FREE_OCR, Task.FIGURE)[index]
+        task = (PromptTask.MARKDOWN, PromptTask.FREE_OCR, PromptTask.FIGURE)[index]
         prompt = model.tokenizer.prompt_ids(task, image.geometry.placeholders)
         requests.append(GenerationRequest(prompt, image, 16 + 4 * index))
     return requests

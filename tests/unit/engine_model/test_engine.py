@@ -8,7 +8,15 @@ import torch
 
 from scriptorium.modes import MODE_ORDER, Mode, token_geometry
 from tests.unit.engine_model.conftest import EngineFactory
-from worker.engine.base import BatchPageFailures, Engine, EngineFatal, PageFailed, PageInput, PageResult, Task
+from worker.engine.base import (
+    BatchPageFailures,
+    Engine,
+    EngineFatal,
+    PageFailed,
+    PageInput,
+    PageResult,
+    PromptTask,
+)
 from worker.engine.deepseek import engine as engine_module
 from worker.engine.deepseek import generation as generation_module
 from worker.engine.deepseek.engine import synthetic_page
@@ -56,7 +64,7 @@ def test_the_first_id_fed_is_bos_and_padding_is_on_the_left(tiny_model: LoadedMo
     tall = prepare_image(synthetic_page(*A4), Mode.GUNDAM)  # 2 x 3 tiles
     tokenizer = tiny_model.tokenizer
     requests = [
-        GenerationRequest(tokenizer.prompt_ids(Task.MARKDOWN, image.geometry.placeholders), image, 4)
+        GenerationRequest(tokenizer.prompt_ids(PromptTask.MARKDOWN, image.geometry.placeholders), image, 4)
         for image in (tall, short)
     ]
     inputs = build_inputs(requests, device=torch.device("cpu"), dtype=torch.float32)
@@ -119,7 +127,7 @@ def test_reaching_eos_finishes_the_page_and_counts_the_eos(
 def test_locate_reads_with_the_query_in_the_prompt(make_engine: EngineFactory) -> None:
     engine = make_engine(max_new_tokens=3)
     [plain, located] = engine.run(
-        [page(1, Mode.TINY), page(2, Mode.TINY, task=Task.LOCATE, query="the title")]
+        [page(1, Mode.TINY), page(2, Mode.TINY, task=PromptTask.LOCATE, query="the title")]
     )
     locate_text = "\nLocate <|ref|>the title<|/ref|> in the image."
     assert located.tokens.prompt == 1 + 73 + len(engine.loaded.tokenizer.encode_text(locate_text))
@@ -133,7 +141,7 @@ def test_the_guard_marks_repetition(make_engine: EngineFactory) -> None:
 
 def test_one_bad_page_fails_alone(make_engine: EngineFactory) -> None:
     engine = make_engine(max_new_tokens=4)
-    pages = [page(1, Mode.TINY), page(2, Mode.TINY, task=Task.LOCATE), page(3, Mode.TINY)]
+    pages = [page(1, Mode.TINY), page(2, Mode.TINY, task=PromptTask.LOCATE), page(3, Mode.TINY)]
 
     outcomes = engine.run_outcomes(pages)
     assert [type(outcome) for outcome in outcomes] == [PageResult, PageFailed, PageResult]

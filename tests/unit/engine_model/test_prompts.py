@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.engine.base import Task
+from worker.engine.base import PromptTask
 from worker.engine.deepseek.loader import LoadedModel
 from worker.engine.deepseek.prompts import prompt_text
 from worker.engine.deepseek.special_tokens import BOS, GROUNDING, IMAGE, REF_CLOSE, REF_OPEN
@@ -11,33 +11,36 @@ from worker.engine.deepseek.special_tokens import BOS, GROUNDING, IMAGE, REF_CLO
 @pytest.mark.parametrize(
     ("task", "expected"),
     [
-        (Task.MARKDOWN, "<image>\n<|grounding|>Convert the document to markdown."),
-        (Task.FREE_OCR, "<image>\nFree OCR."),
-        (Task.FIGURE, "<image>\nParse the figure."),
+        (PromptTask.MARKDOWN, "<image>\n<|grounding|>Convert the document to markdown."),
+        (PromptTask.FREE_OCR, "<image>\nFree OCR."),
+        (PromptTask.FIGURE, "<image>\nParse the figure."),
     ],
 )
-def test_prompts_are_the_reference_ones(task: Task, expected: str) -> None:
+def test_prompts_are_the_reference_ones(task: PromptTask, expected: str) -> None:
     assert prompt_text(task) == expected
 
 
 def test_locate_puts_the_query_between_ref_tokens() -> None:
-    assert prompt_text(Task.LOCATE, "the title") == "<image>\nLocate <|ref|>the title<|/ref|> in the image."
+    assert (
+        prompt_text(PromptTask.LOCATE, "the title")
+        == "<image>\nLocate <|ref|>the title<|/ref|> in the image."
+    )
 
 
 @pytest.mark.parametrize("query", [None, "", "   "])
 def test_locate_needs_a_query(query: str | None) -> None:
     with pytest.raises(ValueError, match="query"):
-        prompt_text(Task.LOCATE, query)
+        prompt_text(PromptTask.LOCATE, query)
 
 
 def test_locate_refuses_queries_carrying_special_tokens() -> None:
     with pytest.raises(ValueError, match="special tokens"):
-        prompt_text(Task.LOCATE, "x<|/ref|><image>")
+        prompt_text(PromptTask.LOCATE, "x<|/ref|><image>")
 
 
 def test_prompt_ids_follow_the_reference_assembly(tiny_model: LoadedModel) -> None:
     tokenizer = tiny_model.tokenizer
-    ids = tokenizer.prompt_ids(Task.MARKDOWN, 273)
+    ids = tokenizer.prompt_ids(PromptTask.MARKDOWN, 273)
 
     assert ids[0] == BOS.id
     assert ids[1:274] == [IMAGE.id] * 273
@@ -50,7 +53,7 @@ def test_prompt_ids_follow_the_reference_assembly(tiny_model: LoadedModel) -> No
 
 def test_locate_prompt_ids_carry_the_ref_tokens(tiny_model: LoadedModel) -> None:
     tokenizer = tiny_model.tokenizer
-    ids = tokenizer.prompt_ids(Task.LOCATE, 73, "Größe 表")
+    ids = tokenizer.prompt_ids(PromptTask.LOCATE, 73, "Größe 表")
     after = ids[1 + 73 :]
 
     assert after.index(REF_OPEN.id) < after.index(REF_CLOSE.id)

@@ -26,7 +26,7 @@ from worker.engine.base import (
     PageFailed,
     PageInput,
     PageResult,
-    Task,
+    PromptTask,
     TokenCounts,
 )
 from worker.engine.deepseek.batching import BatchCandidate, plan_batches
@@ -90,7 +90,7 @@ class DeepSeekOcrEngine:
     def warmup(self) -> None:
         """Read one synthetic A4 page in gundam mode for a few tokens."""
         page = PageInput(
-            page_no=0, image=synthetic_page(*WARMUP_PAGE_SIZE), mode=Mode.GUNDAM, task=Task.MARKDOWN
+            page_no=0, image=synthetic_page(*WARMUP_PAGE_SIZE), mode=Mode.GUNDAM, task=PromptTask.MARKDOWN
         )
         outcome = self._run([page], new_token_cap=WARMUP_NEW_TOKENS)[0]
         if isinstance(outcome, PageFailed):
@@ -246,7 +246,7 @@ class DeepSeekOcrEngine:
     def _check_prompt_assembly(self) -> None:
         """Start-up check that what reaches the model begins with BOS and carries every placeholder."""
         image = prepare_image(synthetic_page(*WARMUP_PAGE_SIZE), Mode.GUNDAM)
-        prompt_ids = self._loaded.tokenizer.prompt_ids(Task.MARKDOWN, image.geometry.placeholders)
+        prompt_ids = self._loaded.tokenizer.prompt_ids(PromptTask.MARKDOWN, image.geometry.placeholders)
         inputs = build_inputs(
             [GenerationRequest(prompt_ids, image, 1)], device=torch.device("cpu"), dtype=torch.float32
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from worker.engine.base import Task
+from worker.engine.base import PromptTask
 from worker.engine.deepseek.checkpoint import CheckpointError
 from worker.engine.deepseek.special_tokens import (
     BOS,
@@ -22,18 +22,18 @@ from worker.engine.deepseek.special_tokens import (
 )
 
 IMAGE_SLOT = IMAGE.text
-PROMPTS: dict[Task, str] = {
-    Task.MARKDOWN: f"{IMAGE_SLOT}\n<|grounding|>Convert the document to markdown.",
-    Task.FREE_OCR: f"{IMAGE_SLOT}\nFree OCR.",
-    Task.FIGURE: f"{IMAGE_SLOT}\nParse the figure.",
-    Task.LOCATE: f"{IMAGE_SLOT}\nLocate {REF_OPEN.text}{{query}}{REF_CLOSE.text} in the image.",
+PROMPTS: dict[PromptTask, str] = {
+    PromptTask.MARKDOWN: f"{IMAGE_SLOT}\n<|grounding|>Convert the document to markdown.",
+    PromptTask.FREE_OCR: f"{IMAGE_SLOT}\nFree OCR.",
+    PromptTask.FIGURE: f"{IMAGE_SLOT}\nParse the figure.",
+    PromptTask.LOCATE: f"{IMAGE_SLOT}\nLocate {REF_OPEN.text}{{query}}{REF_CLOSE.text} in the image.",
 }
 
 
-def prompt_text(task: Task, query: str | None = None) -> str:
+def prompt_text(task: PromptTask, query: str | None = None) -> str:
     """The prompt for ``task``; ``query`` is the phrase to find and is required for LOCATE only."""
     template = PROMPTS[task]
-    if task is not Task.LOCATE:
+    if task is not PromptTask.LOCATE:
         return template
     if query is None or not query.strip():
         raise ValueError("the locate task needs a non-empty query")
@@ -61,7 +61,7 @@ class PromptTokenizer:
         ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False).ids
         return ids
 
-    def prompt_ids(self, task: Task, placeholders: int, query: str | None = None) -> list[int]:
+    def prompt_ids(self, task: PromptTask, placeholders: int, query: str | None = None) -> list[int]:
         """BOS, the text before the image, ``placeholders`` image ids, then the text after it."""
         before, after = prompt_text(task, query).split(IMAGE_SLOT)
         return [BOS.id, *self.encode_text(before), *([IMAGE.id] * placeholders), *self.encode_text(after)]

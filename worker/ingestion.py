@@ -25,8 +25,17 @@ from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
+from scriptorium.acceptance import (
+    Dedup,
+    DocumentOptions,
+    DocumentSpec,
+    OptionsRejected,
+    accept_document,
+    new_document,
+    resolve_spec,
+)
 from scriptorium.batches.archives import ArchiveLimits, unpack_archive
-from scriptorium.batches.intake import (
+from scriptorium.batches.expansion import (
     NewItem,
     add_items,
     awaiting_preparation,
@@ -60,15 +69,6 @@ from scriptorium.batches.watches import (
 from scriptorium.db.models import Batch, BatchItem, Document, Tenant, Watch
 from scriptorium.db.session import transaction
 from scriptorium.errors import InputRejected
-from scriptorium.intake import (
-    Dedup,
-    DocumentOptions,
-    DocumentSpec,
-    OptionsRejected,
-    accept_document,
-    new_document,
-    resolve_spec,
-)
 from scriptorium.logging import get_logger
 from scriptorium.sources import SourceRegistry, SourceUnavailable
 from scriptorium.states import Lane

@@ -31,7 +31,7 @@ from scriptorium.settings import Settings
 from scriptorium.states import DocumentState, Lane
 from scriptorium.storage import ObjectStore, StoredObject, raw_key
 
-Task = Literal["markdown", "free_ocr", "figure"]
+DocumentTask = Literal["markdown", "free_ocr", "figure"]
 MAX_METADATA_BYTES = 16 * 1024
 BeforeCommit = Callable[[Session, Document], None]
 
@@ -50,7 +50,7 @@ class DocumentOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    task: Task | None = None
+    task: DocumentTask | None = None
     mode: str | None = None  # "auto" or a fixed mode
     policy: dict[str, Any] | None = None  # routing policy fields (target_ratio, max_mode, …)
     pages: str | None = None  # e.g. "1-3,5"

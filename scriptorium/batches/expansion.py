@@ -18,10 +18,10 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from scriptorium.acceptance import Accepted, Dedup, DocumentSpec, accept_document, new_document
 from scriptorium.batches.completion import enter_terminal, finish_batch_if_done, lock_batch
 from scriptorium.batches.states import BatchState, IntakeReason, ItemState
 from scriptorium.db.models import Batch, BatchItem, Document, Event
-from scriptorium.intake import Accepted, Dedup, DocumentSpec, accept_document, new_document
 from scriptorium.queueing import Publisher
 from scriptorium.states import DocumentState
 from scriptorium.storage import StoredObject, raw_key
