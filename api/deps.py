@@ -1,4 +1,4 @@
-"""Request-scoped dependencies: the runtime, a database session and the calling tenant."""
+"""Request-scoped dependencies: the runtime, the unit of work (and its session) and the calling tenant."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from api.runtime import ApiRuntime
 from scriptorium.db.models import Tenant
 from scriptorium.logging import bind_context
 from scriptorium.tenants import authenticate
+from scriptorium.unit_of_work import UnitOfWork
 
 
 def get_runtime(request: Request) -> ApiRuntime:
@@ -29,15 +30,24 @@ def public_base_url(request: Request, runtime: ApiRuntime) -> str:
     return runtime.settings.api.public_url.rstrip("/") or str(request.base_url).rstrip("/")
 
 
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
-    with runtime.sessions() as session:
-        yield session
+def get_unit_of_work(runtime: RuntimeDep) -> Iterator[UnitOfWork]:
+    """The request's unit of work: routes that change something call ``uow.commit()``."""
+    with runtime.units() as uow:
+        yield uow
+
+
+UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
+
+
+def get_session(uow: UnitOfWorkDep) -> Session:
+    """The request's session, for routes that only read (the same one as the unit of work's)."""
+    return uow.session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_tenant(request: Request, session: SessionDep) -> Tenant:
+def get_tenant(request: Request, uow: UnitOfWorkDep) -> Tenant:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key:
@@ -47,13 +57,13 @@ def get_tenant(request: Request, session: SessionDep) -> Tenant:
             "send Authorization: Bearer <api key>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    tenant = authenticate(session, key.strip())
+    tenant = authenticate(uow.session, key.strip())
     if tenant is None:
         raise ApiError(
             401, "unauthorized", "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"}
         )
     bind_context(tenant=tenant.name)
-    session.commit()  # end the read transaction before the request does real work
+    uow.commit()  # end the read transaction before the request does real work
     _within_rate_limit(request, tenant)
     return tenant
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from api.schemas import (
+    BatchItemOut,
+    BatchLinks,
+    BatchOut,
+    BatchProgress,
     BlockOut,
     DocumentLinks,
     DocumentOut,
@@ -14,7 +19,9 @@ from api.schemas import (
     PageResultOut,
     TokenTotals,
 )
-from scriptorium.db.models import Document, Page
+from scriptorium.batches.outcomes import item_outcome
+from scriptorium.batches.queries import BatchStatus
+from scriptorium.db.models import Batch, BatchItem, Document, Page
 from scriptorium.storage import ObjectStore
 
 
@@ -129,4 +136,66 @@ def present_page_result(page: Page, store: ObjectStore) -> PageResultOut:
         tokens=page_tokens(page),
         under_read=page.under_read,
         error=_error(page.error_code, page.error_message),
+    )
+
+
+def batch_links(base_url: str, batch_id: uuid.UUID) -> BatchLinks:
+    root = f"{base_url}/v1/batches/{batch_id}"
+    return BatchLinks(
+        self=root,
+        documents=f"{root}/documents",
+        items=f"{root}/items",
+        report_json=f"{root}/report?format=json",
+        report_csv=f"{root}/report?format=csv",
+    )
+
+
+def present_batch(batch: Batch, status: BatchStatus, base_url: str) -> BatchOut:
+    finished = status.finished_inputs
+    tokens = status.tokens
+    return BatchOut(
+        id=batch.id,
+        name=batch.name,
+        kind=batch.kind,
+        state=batch.state,
+        round=batch.round,
+        source=batch.source,
+        options=batch.options,
+        inputs=status.items,
+        documents=status.documents,
+        outcomes=status.outcomes,
+        progress=BatchProgress(
+            inputs=status.inputs,
+            finished=finished,
+            fraction=round(finished / status.inputs, 4) if status.inputs else 0.0,
+            inputs_complete=batch.inputs_complete,
+        ),
+        tokens=TokenTotals(**tokens),
+        pages_total=status.pages_total,
+        ocr_attempts=status.ocr_attempts,
+        escalations=status.escalations,
+        engine_seconds=round(status.engine_seconds, 4),
+        error=_error(batch.error_code, batch.error_message),
+        created_at=batch.created_at,
+        updated_at=batch.updated_at,
+        finished_at=batch.finished_at,
+        links=batch_links(base_url, batch.id),
+    )
+
+
+def present_batch_item(item: BatchItem, document: Document | None) -> BatchItemOut:
+    return BatchItemOut(
+        seq=item.seq,
+        name=item.name,
+        state=item.state,
+        outcome=item_outcome(
+            item.state,
+            document.state if document else None,
+            duplicate=bool(document and document.duplicate_of),
+        ),
+        document_id=item.document_id,
+        size_bytes=item.size_bytes,
+        sha256=item.sha256,
+        error=_error(item.error_code, item.error_message),
+        history=item.history,
     )

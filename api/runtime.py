@@ -11,6 +11,7 @@ from scriptorium.db.session import make_engine, make_session_factory
 from scriptorium.queueing import Publisher, create_celery
 from scriptorium.settings import Settings
 from scriptorium.storage import ObjectStore
+from scriptorium.unit_of_work import UnitOfWorkFactory
 
 
 @dataclass
@@ -19,17 +20,18 @@ class ApiRuntime:
     db: DbEngine
     sessions: sessionmaker[Session]
     store: ObjectStore
-    publisher: Publisher
+    units: UnitOfWorkFactory
 
     @classmethod
     def build(cls, settings: Settings) -> ApiRuntime:
         db = make_engine(settings.db)
+        sessions = make_session_factory(db)
         return cls(
             settings=settings,
             db=db,
-            sessions=make_session_factory(db),
+            sessions=sessions,
             store=ObjectStore(settings.storage),
-            publisher=Publisher(create_celery(settings)),
+            units=UnitOfWorkFactory(sessions, Publisher(create_celery(settings))),
         )
 
     def close(self) -> None:

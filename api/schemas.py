@@ -125,3 +125,70 @@ class DocumentResult(BaseModel):
     document: DocumentOut
     pages: list[PageResultOut]
     failed_pages: list[int]
+
+
+class BatchLinks(BaseModel):
+    self: str
+    documents: str
+    items: str
+    report_json: str
+    report_csv: str
+
+
+class BatchProgress(BaseModel):
+    inputs: int = Field(description="inputs discovered so far")
+    finished: int = Field(description="inputs whose outcome is final")
+    fraction: float = Field(description="finished ÷ inputs (0 while none is known)")
+    inputs_complete: bool = Field(description="every input has been discovered")
+
+
+class BatchOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    kind: str
+    state: str
+    round: int = Field(description="1, plus one per retry-failed; batch events carry it")
+    source: dict[str, Any] = Field(description="where inputs come from (a source is named, never its keys)")
+    options: dict[str, Any] = Field(description="defaults of every document the batch makes")
+    inputs: dict[str, int] = Field(description="inputs by intake state")
+    documents: dict[str, int] = Field(description="current documents (latest attempt of each input) by state")
+    outcomes: dict[str, int] = Field(description="inputs by outcome, as in the reconciliation report")
+    progress: BatchProgress
+    tokens: TokenTotals = Field(description="every document of the batch, retries included")
+    pages_total: int
+    ocr_attempts: int
+    escalations: int
+    engine_seconds: float
+    error: ErrorDetail | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    links: BatchLinks
+
+
+class BatchList(BaseModel):
+    items: list[BatchOut]
+    next_cursor: str | None
+
+
+class BatchItemOut(BaseModel):
+    seq: int
+    name: str = Field(description="archive path, object key or manifest URI")
+    state: str
+    outcome: str
+    document_id: uuid.UUID | None
+    size_bytes: int | None
+    sha256: str | None
+    error: ErrorDetail | None
+    history: list[dict[str, Any]] = Field(description="earlier documents of this input, oldest first")
+
+
+class BatchItemList(BaseModel):
+    items: list[BatchItemOut]
+    next_cursor: str | None
+
+
+class RetryOut(BaseModel):
+    batch: BatchOut
+    retried_documents: int = Field(description="new documents made for failed ones")
+    inputs_reset: int = Field(description="inputs whose source was unavailable, to be fetched again")

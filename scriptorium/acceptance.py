@@ -4,8 +4,8 @@ One path for every way a document arrives: a single upload, a file uploaded into
 archive entry, an object copied from a named source for a batch or a watched prefix. Each one
 is fingerprinted and, unless dedup is off, may reuse an earlier identical document's result
 (see :mod:`scriptorium.dedup`); an Idempotency-Key that was used before answers with the earlier
-document. The row is committed before the message is sent; a lost message is re-sent by the
-sweeper.
+document. The caller's unit of work commits the row before the message is sent; a lost message is
+re-sent by the sweeper.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -22,27 +21,24 @@ from sqlalchemy.orm import Session
 
 from scriptorium.db.models import Document
 from scriptorium.dedup import find_original, fingerprint
-from scriptorium.idempotency import commit_or_replay
-from scriptorium.lifecycle import admit_duplicate
+from scriptorium.dispatch import send_prepare
+from scriptorium.errors import DomainError
+from scriptorium.idempotency import insert_or_replay
+from scriptorium.lifecycle.documents import admit_duplicate
 from scriptorium.page_ranges import parse_page_selection
 from scriptorium.policy import RoutingPolicy
-from scriptorium.queueing import Publisher
 from scriptorium.settings import Settings
 from scriptorium.states import DocumentState, Lane
 from scriptorium.storage import ObjectStore, StoredObject, raw_key
+from scriptorium.unit_of_work import UnitOfWork
 
 DocumentTask = Literal["markdown", "free_ocr", "figure"]
 MAX_METADATA_BYTES = 16 * 1024
 BeforeCommit = Callable[[Session, Document], None]
 
 
-class OptionsRejected(Exception):
+class OptionsRejected(DomainError):
     """Document options that cannot be used; ``code`` is the API's error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 class DocumentOptions(BaseModel):
@@ -194,7 +190,7 @@ def new_document(
     return Document(
         id=document_id,
         tenant_id=tenant_id,
-        state=DocumentState.RECEIVED.value,
+        state=DocumentState.RECEIVED,
         idempotency_key=idempotency_key,
         filename=filename[:1024] if filename else None,
         size_bytes=stored.size,
@@ -207,58 +203,47 @@ def new_document(
         pdf_password=spec.password,
         request_id=request_id,
         webhook_url=spec.webhook_url,
-        priority=spec.priority.value,
+        priority=spec.priority,
         batch_id=batch_id,
     )
 
 
 def accept_document(
-    session: Session,
-    publisher: Publisher,
+    uow: UnitOfWork,
     document: Document,
     *,
     dedup: Dedup,
     before_commit: BeforeCommit | None = None,
     undo: Callable[[], None] | None = None,
 ) -> Accepted:
-    """Commit a new document (with what ``before_commit`` adds in the same transaction), then send
-    ``prepare`` unless it reuses an earlier result. A clash on the tenant's Idempotency-Key rolls
-    back, calls ``undo`` and returns the earlier document instead."""
+    """Add a new document (with what ``before_commit`` adds in the same transaction) and register
+    ``prepare`` unless it reuses an earlier result. A clash on the tenant's Idempotency-Key undoes
+    the insert, calls ``undo`` and returns the earlier document instead. The caller commits."""
+    session = uow.session
     document.dedup_fingerprint = dedup.fingerprint_of(document)
     original = (
         find_original(session, document.tenant_id, document.dedup_fingerprint)
         if dedup.enabled and document.dedup_fingerprint
         else None
     )
-    session.add(document)
 
     def stage() -> None:
         if original is not None:
-            admit_duplicate(session, document, original)
+            admit_duplicate(uow, document, original)
         if before_commit is not None:
             before_commit(session, document)
 
-    answered, replayed = commit_or_replay(session, document, stage=stage, undo=undo)
+    answered, replayed = insert_or_replay(session, document, stage=stage, undo=undo)
     if replayed:
         return Accepted(answered, replayed=True)
     if document.duplicate_of is None:
-        send_prepare(session, publisher, document)
+        send_prepare(uow, document)
     return Accepted(document, replayed=False)
 
 
-def send_prepare(session: Session, publisher: Publisher, document: Document) -> None:
-    """Send ``prepare`` for a committed, received document and note when it was sent."""
-    if document.state != DocumentState.RECEIVED.value:
-        return
-    if publisher.send_prepare(document.id, document.request_id, Lane(document.priority)):
-        document.prepare_dispatched_at = datetime.now().astimezone()
-        session.commit()
-
-
 def intake_stream(
-    session: Session,
+    uow: UnitOfWork,
     store: ObjectStore,
-    publisher: Publisher,
     stream: IO[bytes],
     *,
     limit: int,
@@ -289,8 +274,7 @@ def intake_stream(
         batch_id=batch_id,
     )
     return accept_document(
-        session,
-        publisher,
+        uow,
         document,
         dedup=dedup,
         before_commit=before_commit,

@@ -112,10 +112,11 @@ def cmd_tenant_quota(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from scriptorium.db.models import Tenant
-    from scriptorium.db.session import make_engine, make_session_factory, transaction
-    from scriptorium.lifecycle import DispatchPlan, plan_dispatch
+    from scriptorium.db.session import make_engine, make_session_factory
+    from scriptorium.dispatch import admit_and_dispatch
     from scriptorium.queueing import Publisher, create_celery
     from scriptorium.quotas import quota_of, set_limits
+    from scriptorium.unit_of_work import UnitOfWorkFactory
 
     settings = _settings()
     changes = {
@@ -123,23 +124,20 @@ def cmd_tenant_quota(args: argparse.Namespace) -> int:
     }
     engine = make_engine(settings.db)
     try:
-        with transaction(make_session_factory(engine)) as session:
+        units = UnitOfWorkFactory(make_session_factory(engine), Publisher(create_celery(settings)))
+        with units.committing() as uow:
+            session = uow.session
             tenant = session.execute(select(Tenant).where(Tenant.name == args.name)).scalar_one_or_none()
             if tenant is None:
                 print(f"error: no tenant {args.name!r}", file=sys.stderr)
                 return 1
-            plan = DispatchPlan()
             if changes:
                 set_limits(session, tenant, **changes)
                 limits = settings.limits  # resume what the new limits admit now, not at the next sweep
-                plan = plan_dispatch(
-                    session, depth=limits.dispatch_depth, lost_after_s=limits.lost_message_after_s
-                )
+                admit_and_dispatch(uow, depth=limits.dispatch_depth, lost_after_s=limits.lost_message_after_s)
             current = quota_of(session, tenant.id)
     finally:
         engine.dispose()
-    if plan:
-        Publisher(create_celery(settings)).publish(plan)
     print(json.dumps({"tenant": args.name, **asdict(current)}, indent=2))
     return 0
 

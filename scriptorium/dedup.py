@@ -37,10 +37,10 @@ from scriptorium.states import TERMINAL_DOCUMENT_STATES, DocumentState, PageStat
 
 FINGERPRINT_VERSION = 1
 IN_PROGRESS_STATES = (
-    DocumentState.RECEIVED.value,
-    DocumentState.PAUSED.value,
-    DocumentState.PREPARING.value,
-    DocumentState.PROCESSING.value,
+    DocumentState.RECEIVED,
+    DocumentState.PAUSED,
+    DocumentState.PREPARING,
+    DocumentState.PROCESSING,
 )
 TERMINAL_VALUES = tuple(state.value for state in TERMINAL_DOCUMENT_STATES)
 
@@ -115,13 +115,11 @@ def find_original(session: Session, tenant_id: uuid.UUID, document_fingerprint: 
     if revision is not None:
         read_by_another_revision = exists().where(
             Page.document_id == Document.id,
-            Page.state == PageState.DONE.value,
+            Page.state == PageState.DONE,
             Page.model_revision.is_distinct_from(revision),
         )
-        reusable = or_(
-            reusable, and_(Document.state == DocumentState.COMPLETED.value, ~read_by_another_revision)
-        )
-    completed_first = (Document.state == DocumentState.COMPLETED.value).desc()
+        reusable = or_(reusable, and_(Document.state == DocumentState.COMPLETED, ~read_by_another_revision))
+    completed_first = (Document.state == DocumentState.COMPLETED).desc()
     return session.execute(
         select(Document)
         .where(
@@ -139,7 +137,7 @@ def finished_originals(session: Session) -> list[Document]:
     """Originals that have ended while documents still wait for them."""
     waiting = aliased(Document)
     awaited = select(waiting.duplicate_of).where(
-        waiting.duplicate_of.is_not(None), waiting.state == DocumentState.RECEIVED.value
+        waiting.duplicate_of.is_not(None), waiting.state == DocumentState.RECEIVED
     )  # read from ix_documents_waiting_duplicates: only documents that wait
     return list(
         session.execute(
@@ -155,7 +153,7 @@ def waiting_duplicates(session: Session, original_id: uuid.UUID) -> list[Documen
     return list(
         session.execute(
             select(Document)
-            .where(Document.duplicate_of == original_id, Document.state == DocumentState.RECEIVED.value)
+            .where(Document.duplicate_of == original_id, Document.state == DocumentState.RECEIVED)
             .order_by(Document.created_at, Document.id)
             .with_for_update(skip_locked=True)
         ).scalars()

@@ -3,8 +3,8 @@
 A table whose rows a create call makes carries ``tenant_id`` and ``idempotency_key`` columns
 under a unique constraint on the pair. The call looks the key up first and, if it finds a row,
 answers with it (``Idempotent-Replayed: true``) instead of creating another. Two requests with
-the same key racing past that lookup meet at the constraint: the loser's transaction rolls
-back, it undoes what it did outside the database (``undo``) and answers with the winner's row.
+the same key racing past that lookup meet at the constraint: the loser's savepoint rolls back,
+it undoes what it did outside the database (``undo``) and answers with the winner's row.
 """
 
 from __future__ import annotations
@@ -39,26 +39,28 @@ def find_by_key(session: Session, model: type[RowT], tenant_id: uuid.UUID, key: 
     return row
 
 
-def commit_or_replay(
+def insert_or_replay(
     session: Session,
     row: RowT,
     *,
     stage: Callable[[], None] | None = None,
     undo: Callable[[], None] | None = None,
 ) -> tuple[RowT, bool]:
-    """Commit the session that adds ``row``; if its key was taken meanwhile, the row that took it.
+    """Insert ``row``; if its key was taken meanwhile, the row that took it.
 
-    ``stage`` runs first in the same transaction (after the row is flushed); ``undo`` runs when
-    the key turns out to be taken. Returns the row to answer with and whether it is a replay. An
-    integrity error that is not about the key is raised again.
+    The insert and ``stage`` (what else the new row brings, run after the row is flushed) happen
+    in a savepoint, so a clash on the key undoes just them: ``undo`` runs (for what was done
+    outside the database) and the earlier row is returned. The caller's unit of work commits.
+    Returns the row to answer with and whether it is a replay. An integrity error that is not
+    about the key is raised again.
     """
     try:
-        session.flush()
-        if stage is not None:
-            stage()
-        session.commit()
+        with session.begin_nested():  # flushes what was pending before, so only the row is at stake
+            session.add(row)
+            session.flush()
+            if stage is not None:
+                stage()
     except IntegrityError:
-        session.rollback()
         existing = find_by_key(session, type(row), row.tenant_id, row.idempotency_key)
         if existing is None:
             raise

@@ -116,6 +116,12 @@ DEVICE_MEMORY = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
+DEPENDENCY_WAITS = Counter(
+    "scriptorium_dependency_waits",
+    "Tasks put back to retry later because a dependency was down, by dependency and task",
+    ["dependency", "task"],
+    registry=REGISTRY,
+)
 
 SKIPPED_MODE = "skipped"
 
@@ -138,7 +144,7 @@ def page_outcome(state: str, *, under_read: bool, recorded: bool) -> str:
     """The ``outcome`` label of a page the OCR step finished with."""
     if not recorded:
         return PageOutcomeLabel.LEASE_LOST
-    if state != PageState.DONE.value:
+    if state != PageState.DONE:
         return PageOutcomeLabel.FAILED
     return PageOutcomeLabel.UNDER_READ if under_read else PageOutcomeLabel.DONE
 
@@ -163,6 +169,10 @@ def count_prepared(outcome: str, *, reason: str = "", page_modes: Iterable[str |
     DOCUMENTS_PREPARED.labels(outcome=outcome, reason=reason).inc()
     for mode in page_modes:
         PAGES_ROUTED.labels(mode=mode or SKIPPED_MODE).inc()
+
+
+def count_dependency_wait(dependency: str, task: str) -> None:
+    DEPENDENCY_WAITS.labels(dependency=dependency, task=task).inc()
 
 
 def record_engine_ready(engine: object, *, load_seconds: float, warmup_seconds: float) -> None:
@@ -207,23 +217,23 @@ def read_backlog(session: Session) -> Backlog:
     age = func.coalesce(func.extract("epoch", func.now() - func.min(Page.created_at)), 0)
     queued = session.execute(
         select(Page.planned_mode, func.count(), age)
-        .where(Page.state == PageState.QUEUED.value)
+        .where(Page.state == PageState.QUEUED)
         .group_by(Page.planned_mode)
     ).all()
     running = session.execute(
-        select(func.count()).select_from(Page).where(Page.state == PageState.RUNNING.value)
+        select(func.count()).select_from(Page).where(Page.state == PageState.RUNNING)
     ).scalar_one()
     document_age = func.coalesce(func.extract("epoch", func.now() - func.min(Document.created_at)), 0)
     documents = {
         state: (count, float(oldest))
         for state, count, oldest in session.execute(
             select(Document.state, func.count(), document_age)
-            .where(Document.state.in_([DocumentState.RECEIVED.value, DocumentState.PREPARING.value]))
+            .where(Document.state.in_([DocumentState.RECEIVED, DocumentState.PREPARING]))
             .group_by(Document.state)
         ).all()
     }
-    waiting, waiting_age = documents.get(DocumentState.RECEIVED.value, (0, 0.0))
-    preparing, _ = documents.get(DocumentState.PREPARING.value, (0, 0.0))
+    waiting, waiting_age = documents.get(DocumentState.RECEIVED, (0, 0.0))
+    preparing, _ = documents.get(DocumentState.PREPARING, (0, 0.0))
     return Backlog(
         queued_pages_by_mode={str(mode): count for mode, count, _ in queued},
         oldest_queued_page_age_s=max((float(oldest) for _, _, oldest in queued), default=0.0),

@@ -8,32 +8,26 @@ backend and no chords.
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
-
 from celery import Celery
 
-from scriptorium.lifecycle import DispatchPlan
 from scriptorium.logging import get_logger
+from scriptorium.messages import (
+    ASSEMBLE_TASK,
+    DELIVER_WEBHOOKS_TASK,
+    EXPAND_BATCH_TASK,
+    INGEST_WATCH_TASK,
+    OCR_TASK,
+    POLL_WATCHES_TASK,
+    PREPARE_TASK,
+    SWEEP_TASK,
+    Message,
+)
 from scriptorium.settings import Settings
-from scriptorium.states import Lane
 
 CPU_QUEUE = "scriptorium.cpu"
 GPU_QUEUE = "scriptorium.gpu"
-PREPARE_TASK = "scriptorium.prepare"
-OCR_TASK = "scriptorium.ocr_page"
-SWEEP_TASK = "scriptorium.sweep"
-ASSEMBLE_TASK = "scriptorium.assemble_result"
-DELIVER_WEBHOOKS_TASK = "scriptorium.deliver_webhooks"
-EXPAND_BATCH_TASK = "scriptorium.expand_batch"  # a batch's intake: discover inputs, make documents
-POLL_WATCHES_TASK = "scriptorium.poll_watches"  # the polling fallback of watched prefixes
-INGEST_WATCH_TASK = "scriptorium.ingest_watch"  # turn a watch's recorded objects into documents
 
 log = get_logger(__name__)
-
-# Redis serves a queue's lower priority numbers first (kombu's priority_steps 0, 3, 6, 9): the
-# bulk lane's messages wait behind every interactive one, on the CPU and the GPU queue alike.
-LANE_PRIORITY = {Lane.INTERACTIVE: 0, Lane.BULK: 9}
 
 
 def create_celery(settings: Settings, *, main: str = "scriptorium") -> Celery:
@@ -110,64 +104,21 @@ class Publisher:
     def __init__(self, app: Celery) -> None:
         self._app = app
 
-    def send_prepare(
-        self, document_id: uuid.UUID, request_id: str | None, lane: Lane = Lane.INTERACTIVE
-    ) -> bool:
-        return self._send(
-            PREPARE_TASK,
-            {"document_id": str(document_id), "request_id": request_id},
-            priority=LANE_PRIORITY[lane],
-        )
+    def publish(self, messages: list[Message]) -> int:
+        """Send each message; returns how many the broker took."""
+        return sum(self._send(message) for message in messages)
 
-    def send_ocr(
-        self, document_id: uuid.UUID, page_no: int, request_id: str | None, lane: Lane = Lane.INTERACTIVE
-    ) -> bool:
-        return self._send(
-            OCR_TASK,
-            {"document_id": str(document_id), "page_no": page_no, "request_id": request_id},
-            priority=LANE_PRIORITY[lane],
-        )
-
-    def send_expand_batch(
-        self, batch_id: uuid.UUID, lane: Lane = Lane.BULK, *, countdown: float | None = None
-    ) -> bool:
-        """Run (or go on with) a batch's intake, now or after ``countdown`` seconds."""
-        return self._send(
-            EXPAND_BATCH_TASK, {"batch_id": str(batch_id)}, priority=LANE_PRIORITY[lane], countdown=countdown
-        )
-
-    def send_ingest_watch(self, watch_id: uuid.UUID) -> bool:
-        return self._send(INGEST_WATCH_TASK, {"watch_id": str(watch_id)}, priority=LANE_PRIORITY[Lane.BULK])
-
-    def send_assemble(self, document_id: uuid.UUID) -> bool:
-        """Write a finished document's assembled files; CPU work kept off the GPU worker."""
-        return self._send(ASSEMBLE_TASK, {"document_id": str(document_id)})
-
-    def send_deliver_webhooks(self) -> bool:
-        """Ask a sender to look for due webhook deliveries now rather than at its next poll."""
-        return self._send(DELIVER_WEBHOOKS_TASK, {})
-
-    def publish(self, plan: DispatchPlan) -> int:
-        sent = 0
-        for document_id, request_id in plan.documents:
-            sent += self.send_prepare(document_id, request_id, plan.lane_of(document_id))
-        for document_id, page_no, request_id in plan.pages:
-            sent += self.send_ocr(document_id, page_no, request_id, plan.lane_of(document_id))
-        return sent
-
-    def _send(
-        self, name: str, kwargs: dict[str, Any], *, priority: int = 0, countdown: float | None = None
-    ) -> bool:
+    def _send(self, message: Message) -> bool:
         try:
             self._app.send_task(
-                name,
-                kwargs=kwargs,
-                priority=priority,
-                countdown=countdown,
+                message.task,
+                kwargs=message.kwargs,
+                priority=message.priority,
+                countdown=message.countdown,
                 retry=True,
                 retry_policy={"max_retries": 2},
             )
         except Exception as error:  # the broker is down: the database still says what is due
-            log.warning("publish.failed", task=name, error=str(error), **kwargs)
+            log.warning("publish.failed", task=message.task, error=str(error), **message.kwargs)
             return False
         return True

@@ -29,7 +29,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from scriptorium import sql
 from scriptorium.db.models import Document, Tenant, TenantUsage
+from scriptorium.sql import params
 from scriptorium.states import DocumentState, Lane
 
 _TENANT_LOCK_SPACE = 727275  # pg_advisory_xact_lock(space, hashtext(tenant)): one admission at a time
@@ -51,6 +53,9 @@ _PAUSE_MESSAGES = {
     PauseReason.CONCURRENCY: "the tenant has its maximum of documents in progress; this one starts when one "
     "of them ends",
 }
+
+
+sql.register("reason", PauseReason)
 
 
 @dataclass(frozen=True)
@@ -90,19 +95,19 @@ _PAUSE_EXHAUSTED = text(
     WITH exhausted AS (
         SELECT t.id AS tenant_id,
                CASE WHEN t.page_budget IS NOT NULL AND coalesce(u.pages, 0) >= t.page_budget
-                    THEN 'page_budget_exhausted' ELSE 'token_budget_exhausted' END AS reason
+                    THEN :reason_page_budget_exhausted ELSE :reason_token_budget_exhausted END AS reason
         FROM tenants t LEFT JOIN tenant_usage u ON u.tenant_id = t.id
         WHERE (t.page_budget IS NOT NULL AND coalesce(u.pages, 0) >= t.page_budget)
            OR (t.token_budget IS NOT NULL AND coalesce(u.tokens, 0) >= t.token_budget)
     )
     UPDATE documents d
-    SET state = 'paused', error_code = e.reason,
-        error_message = CASE WHEN e.reason = 'page_budget_exhausted' THEN :page_message
+    SET state = :document_paused, error_code = e.reason,
+        error_message = CASE WHEN e.reason = :reason_page_budget_exhausted THEN :page_message
                              ELSE :token_message END,
         updated_at = now()
     FROM exhausted e
-    WHERE d.tenant_id = e.tenant_id AND d.state = 'processing'
-      AND EXISTS (SELECT 1 FROM pages p WHERE p.document_id = d.id AND p.state = 'queued')
+    WHERE d.tenant_id = e.tenant_id AND d.state = :document_processing
+      AND EXISTS (SELECT 1 FROM pages p WHERE p.document_id = d.id AND p.state = :page_queued)
     RETURNING d.id
     """
 )
@@ -112,25 +117,27 @@ _BUDGET_READY = text(
     WITH exhausted AS (
         SELECT t.id AS tenant_id,
                CASE WHEN t.page_budget IS NOT NULL AND coalesce(u.pages, 0) >= t.page_budget
-                    THEN 'page_budget_exhausted' ELSE 'token_budget_exhausted' END AS reason
+                    THEN :reason_page_budget_exhausted ELSE :reason_token_budget_exhausted END AS reason
         FROM tenants t LEFT JOIN tenant_usage u ON u.tenant_id = t.id
         WHERE (t.page_budget IS NOT NULL AND coalesce(u.pages, 0) >= t.page_budget)
            OR (t.token_budget IS NOT NULL AND coalesce(u.tokens, 0) >= t.token_budget)
     )
     SELECT d.id FROM documents d
-    WHERE d.state = 'paused' AND d.error_code IN ('page_budget_exhausted', 'token_budget_exhausted')
+    WHERE d.state = :document_paused
+      AND d.error_code IN (:reason_page_budget_exhausted, :reason_token_budget_exhausted)
       AND d.tenant_id NOT IN (SELECT tenant_id FROM exhausted)
     """
 )
 
 _REQUEUE_PAGES = text(
-    "UPDATE pages SET dispatched_at = NULL WHERE document_id = ANY(:ids) AND state = 'queued'"
+    "UPDATE pages SET dispatched_at = NULL WHERE document_id = ANY(:ids) AND state = :page_queued"
 )
 
 _RESUME_PROCESSING = text(
     """
-    UPDATE documents SET state = 'processing', error_code = NULL, error_message = NULL, updated_at = now()
-    WHERE id = ANY(:ids) AND state = 'paused'
+    UPDATE documents
+    SET state = :document_processing, error_code = NULL, error_message = NULL, updated_at = now()
+    WHERE id = ANY(:ids) AND state = :document_paused
     RETURNING id, request_id, priority
     """
 )
@@ -141,25 +148,43 @@ _CONCURRENCY_READY = text(
     WITH waiting AS (
         SELECT d.id, d.tenant_id,
                row_number() OVER (
-                   PARTITION BY d.tenant_id ORDER BY d.priority <> 'interactive', d.created_at, d.id
+                   PARTITION BY d.tenant_id ORDER BY d.priority <> :lane_interactive, d.created_at, d.id
                ) AS place
         FROM documents d
-        WHERE d.state = 'paused' AND d.error_code = 'concurrency_limit'
+        WHERE d.state = :document_paused AND d.error_code = :reason_concurrency_limit
     ),
     slots AS (
         SELECT t.id AS tenant_id,
                t.max_concurrent_documents - (
                    SELECT count(*) FROM documents a
-                   WHERE a.tenant_id = t.id AND a.state IN ('preparing', 'processing')
+                   WHERE a.tenant_id = t.id AND a.state IN (:document_preparing, :document_processing)
                ) AS free
         FROM tenants t WHERE t.id IN (SELECT tenant_id FROM waiting)
     )
     UPDATE documents d
-    SET state = 'preparing', prepare_lease_expires_at = now(), error_code = NULL, error_message = NULL,
-        prepare_dispatched_at = now(), updated_at = now()
+    SET state = :document_preparing, prepare_lease_expires_at = now(), error_code = NULL,
+        error_message = NULL, prepare_dispatched_at = now(), updated_at = now()
     FROM waiting w JOIN slots s ON s.tenant_id = w.tenant_id
-    WHERE d.id = w.id AND d.state = 'paused' AND (s.free IS NULL OR w.place <= s.free)
+    WHERE d.id = w.id AND d.state = :document_paused AND (s.free IS NULL OR w.place <= s.free)
     RETURNING d.id, d.request_id, d.priority
+    """
+)
+
+_WAITING_AHEAD = text(
+    """
+    SELECT EXISTS (
+        SELECT 1 FROM documents
+        WHERE tenant_id = :tenant AND state = :document_paused AND error_code = :reason_concurrency_limit
+          AND (CASE WHEN priority = :lane_interactive THEN 0 ELSE 1 END, created_at) < (:rank, :created)
+    )
+    """
+)
+
+_PAUSE_FOR_CONCURRENCY = text(
+    """
+    UPDATE documents SET state = :document_paused, error_code = :reason_concurrency_limit,
+        error_message = :message, updated_at = now()
+    WHERE id = :id AND state = :document_received
     """
 )
 
@@ -211,10 +236,11 @@ def pause_exhausted(session: Session) -> int:
     """Pause processing documents with queued pages whose tenant has spent a budget."""
     rows = session.execute(
         _PAUSE_EXHAUSTED,
-        {
-            "page_message": PauseReason.PAGE_BUDGET.message,
-            "token_message": PauseReason.TOKEN_BUDGET.message,
-        },
+        params(
+            _PAUSE_EXHAUSTED,
+            page_message=PauseReason.PAGE_BUDGET.message,
+            token_message=PauseReason.TOKEN_BUDGET.message,
+        ),
     ).all()
     return len(rows)
 
@@ -222,16 +248,16 @@ def pause_exhausted(session: Session) -> int:
 def resume_ready(session: Session) -> list[Resumed]:
     """Resume paused documents whose budget allows again and those a concurrency slot now admits."""
     resumed: list[Resumed] = []
-    ready = [row.id for row in session.execute(_BUDGET_READY)]
-    if ready:
-        session.execute(_REQUEUE_PAGES, {"ids": ready})  # page rows first: the lock order of this module
+    ready = [row.id for row in session.execute(_BUDGET_READY, params(_BUDGET_READY))]
+    if ready:  # page rows first: the lock order of this module
+        session.execute(_REQUEUE_PAGES, params(_REQUEUE_PAGES, ids=ready))
         resumed.extend(
             Resumed(row.id, row.request_id, Lane(row.priority), prepare=False)
-            for row in session.execute(_RESUME_PROCESSING, {"ids": ready})
+            for row in session.execute(_RESUME_PROCESSING, params(_RESUME_PROCESSING, ids=ready))
         )
     resumed.extend(
         Resumed(row.id, row.request_id, Lane(row.priority), prepare=True)
-        for row in session.execute(_CONCURRENCY_READY)
+        for row in session.execute(_CONCURRENCY_READY, params(_CONCURRENCY_READY))
     )
     return resumed
 
@@ -255,7 +281,7 @@ def hold_for_concurrency(session: Session, document_id: uuid.UUID) -> bool:
         .join(Tenant, Tenant.id == Document.tenant_id)
         .where(Document.id == document_id)
     ).one_or_none()
-    claimable = row is not None and row.state == DocumentState.RECEIVED.value and row.duplicate_of is None
+    claimable = row is not None and row.state == DocumentState.RECEIVED and row.duplicate_of is None
     if row is None or not claimable or row.max_concurrent_documents is None:
         return False
     session.execute(select(func.pg_advisory_xact_lock(_TENANT_LOCK_SPACE, func.hashtext(str(row.tenant_id)))))
@@ -264,33 +290,17 @@ def hold_for_concurrency(session: Session, document_id: uuid.UUID) -> bool:
         .select_from(Document)
         .where(
             Document.tenant_id == row.tenant_id,
-            Document.state.in_((DocumentState.PREPARING.value, DocumentState.PROCESSING.value)),
+            Document.state.in_((DocumentState.PREPARING, DocumentState.PROCESSING)),
         )
     ).scalar_one()
     lane_rank = Lane(row.priority).rank
     ahead = session.execute(
-        text(
-            """
-            SELECT EXISTS (
-                SELECT 1 FROM documents
-                WHERE tenant_id = :tenant AND state = 'paused' AND error_code = 'concurrency_limit'
-                  AND (CASE WHEN priority = 'interactive' THEN 0 ELSE 1 END, created_at) < (:rank, :created)
-            )
-            """
-        ),
-        {"tenant": row.tenant_id, "rank": lane_rank, "created": row.created_at},
+        _WAITING_AHEAD, params(_WAITING_AHEAD, tenant=row.tenant_id, rank=lane_rank, created=row.created_at)
     ).scalar_one()
     if active < row.max_concurrent_documents and not ahead:
         return False
     session.execute(
-        text(
-            "UPDATE documents SET state = 'paused', error_code = :reason, error_message = :message, "
-            "updated_at = now() WHERE id = :id AND state = 'received'"
-        ),
-        {
-            "id": document_id,
-            "reason": PauseReason.CONCURRENCY.value,
-            "message": PauseReason.CONCURRENCY.message,
-        },
+        _PAUSE_FOR_CONCURRENCY,
+        params(_PAUSE_FOR_CONCURRENCY, id=document_id, message=PauseReason.CONCURRENCY.message),
     )
     return True

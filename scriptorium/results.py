@@ -12,7 +12,7 @@ PAGE_SEPARATOR = "\n\n<--- Page Split --->\n\n"  # the separator DeepSeek-OCR's 
 
 
 def failed_pages(pages: Sequence[Page]) -> list[int]:
-    bad = {PageState.FAILED.value, PageState.DEAD.value, PageState.CANCELLED.value}
+    bad = {PageState.FAILED, PageState.DEAD, PageState.CANCELLED}
     return [page.page_no for page in pages if page.state in bad]
 
 
@@ -21,7 +21,7 @@ def assemble_markdown(pages: Sequence[Page]) -> str:
     parts = [
         (page.markdown or "").strip()
         for page in sorted(pages, key=lambda p: p.page_no)
-        if page.state == PageState.DONE.value
+        if page.state == PageState.DONE
     ]
     return PAGE_SEPARATOR.join(part for part in parts if part) + "\n"
 

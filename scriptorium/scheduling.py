@@ -20,31 +20,32 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from scriptorium.sql import LIVE_PAGE_MESSAGE, PAGE_MESSAGE_DUE, params
 from scriptorium.states import Lane
 
 LANES = (Lane.INTERACTIVE, Lane.BULK)
 
 _LIVE_MESSAGES = text(
-    """
+    f"""
     SELECT d.priority AS lane, count(*) AS messages
     FROM pages p JOIN documents d ON d.id = p.document_id
-    WHERE p.state = 'queued' AND p.dispatched_at >= now() - make_interval(secs => :lost_after_s)
+    WHERE {LIVE_PAGE_MESSAGE}
     GROUP BY d.priority
-    """
+    """  # noqa: S608 - composed from constant fragments (scriptorium.sql), values are bound
 )
 
 # "waiting" lists the lane's tenants with processing documents by skipping through the index
 # (one probe per tenant, not one row per document); each tenant then offers at most :capacity
 # pages in document order, of which the first "allowed" (its page budget) take part.
 _DISPATCH_LANE = text(
-    """
+    f"""
     WITH RECURSIVE waiting(tenant_id) AS (
         (SELECT d.tenant_id FROM documents d
-         WHERE d.state = 'processing' AND d.priority = :lane
+         WHERE d.state = :document_processing AND d.priority = :lane
          ORDER BY d.tenant_id LIMIT 1)
         UNION ALL
         SELECT (SELECT d.tenant_id FROM documents d
-                WHERE d.state = 'processing' AND d.priority = :lane AND d.tenant_id > w.tenant_id
+                WHERE d.state = :document_processing AND d.priority = :lane AND d.tenant_id > w.tenant_id
                 ORDER BY d.tenant_id LIMIT 1)
         FROM waiting w WHERE w.tenant_id IS NOT NULL
     ),
@@ -53,8 +54,7 @@ _DISPATCH_LANE = text(
                count(*) AS pages,
                count(*) FILTER (WHERE d.priority = :lane) AS lane_pages
         FROM pages p JOIN documents d ON d.id = p.document_id
-        WHERE p.state = 'running'
-           OR (p.state = 'queued' AND p.dispatched_at >= now() - make_interval(secs => :lost_after_s))
+        WHERE p.state = :page_running OR {LIVE_PAGE_MESSAGE}
         GROUP BY d.tenant_id
     ),
     allowance AS (
@@ -78,10 +78,8 @@ _DISPATCH_LANE = text(
         CROSS JOIN LATERAL (
             SELECT p.document_id, p.page_no, d.created_at
             FROM documents d JOIN pages p ON p.document_id = d.id
-            WHERE d.priority = :lane AND d.tenant_id = a.tenant_id AND d.state = 'processing'
-              AND p.state = 'queued'
-              AND (p.dispatched_at IS NULL
-                   OR p.dispatched_at < now() - make_interval(secs => :lost_after_s))
+            WHERE d.priority = :lane AND d.tenant_id = a.tenant_id AND d.state = :document_processing
+              AND p.state = :page_queued AND {PAGE_MESSAGE_DUE}
             ORDER BY d.created_at, d.id, p.page_no
             LIMIT :capacity
         ) c
@@ -90,7 +88,7 @@ _DISPATCH_LANE = text(
     chosen AS (
         SELECT p.document_id, p.page_no
         FROM candidates c JOIN pages p ON p.document_id = c.document_id AND p.page_no = c.page_no
-        WHERE c.place <= c.allowed AND p.state = 'queued'
+        WHERE c.place <= c.allowed AND p.state = :page_queued
         ORDER BY c.in_flight + c.place, c.created_at, c.document_id, c.page_no
         LIMIT :capacity
         FOR UPDATE OF p SKIP LOCKED
@@ -99,7 +97,7 @@ _DISPATCH_LANE = text(
     FROM chosen
     WHERE p.document_id = chosen.document_id AND p.page_no = chosen.page_no
     RETURNING p.document_id, p.page_no
-    """
+    """  # noqa: S608 - composed from constant fragments (scriptorium.sql), values are bound
 )
 
 # Companions must never have been tried: a page retried after a crash runs alone, so a poison
@@ -110,24 +108,24 @@ _COMPANIONS = text(
     WITH running AS (
         SELECT d.tenant_id, d.priority, count(*) AS pages
         FROM pages p JOIN documents d ON d.id = p.document_id
-        WHERE p.state = 'running'
+        WHERE p.state = :page_running
         GROUP BY d.tenant_id, d.priority
     ),
     ranked AS (
         SELECT p.document_id, p.page_no, p.dispatched_at,
-               CASE WHEN d.priority = 'interactive' THEN 0 ELSE 1 END AS lane_rank,
+               CASE WHEN d.priority = :lane_interactive THEN 0 ELSE 1 END AS lane_rank,
                coalesce(r.pages, 0) + row_number() OVER (
                    PARTITION BY d.priority, d.tenant_id ORDER BY p.dispatched_at, p.document_id, p.page_no
                ) AS turn
         FROM pages p
         JOIN documents d ON d.id = p.document_id
         LEFT JOIN running r ON r.tenant_id = d.tenant_id AND r.priority = d.priority
-        WHERE p.state = 'queued' AND p.planned_mode = :mode AND p.dispatched_at IS NOT NULL
-          AND p.attempts = 0 AND d.state = 'processing'
+        WHERE p.state = :page_queued AND p.planned_mode = :mode AND p.dispatched_at IS NOT NULL
+          AND p.attempts = 0 AND d.state = :document_processing
     )
     SELECT p.document_id, p.page_no
     FROM pages p JOIN ranked r ON r.document_id = p.document_id AND r.page_no = p.page_no
-    WHERE p.state = 'queued'
+    WHERE p.state = :page_queued
     ORDER BY r.lane_rank, r.turn, r.dispatched_at, p.document_id, p.page_no
     LIMIT :limit
     FOR UPDATE OF p SKIP LOCKED
@@ -144,7 +142,7 @@ class DuePage:
 
 def live_messages(session: Session, *, lost_after_s: int) -> dict[Lane, int]:
     """Page messages presumed in the broker, per lane (queued pages dispatched recently)."""
-    rows = session.execute(_LIVE_MESSAGES, {"lost_after_s": lost_after_s}).all()
+    rows = session.execute(_LIVE_MESSAGES, params(_LIVE_MESSAGES, lost_after_s=lost_after_s)).all()
     counts = {lane: 0 for lane in LANES}
     counts.update({Lane(row.lane): int(row.messages) for row in rows})
     return counts
@@ -160,7 +158,7 @@ def dispatch_due_pages(session: Session, *, depth: int, lost_after_s: int) -> li
             continue
         rows = session.execute(
             _DISPATCH_LANE,
-            {"lane": lane.value, "capacity": capacity, "lost_after_s": lost_after_s},
+            params(_DISPATCH_LANE, lane=lane.value, capacity=capacity, lost_after_s=lost_after_s),
         ).all()
         due.extend(DuePage(row.document_id, row.page_no, lane) for row in rows)
     return due
@@ -170,5 +168,5 @@ def lock_batch_companions(session: Session, *, mode: str, limit: int) -> list[tu
     """Lock up to ``limit`` dispatched, never-tried pages of ``mode``: interactive first, tenants in turn."""
     if limit <= 0:
         return []
-    rows = session.execute(_COMPANIONS, {"mode": mode, "limit": limit}).all()
+    rows = session.execute(_COMPANIONS, params(_COMPANIONS, mode=mode, limit=limit)).all()
     return [(row.document_id, row.page_no) for row in rows]

@@ -17,6 +17,7 @@ import urllib3
 from minio.error import S3Error
 
 from scriptorium.batches.states import IntakeReason, IntakeRefused
+from scriptorium.errors import DependencyUnavailable
 from scriptorium.settings import SourceSettings
 from scriptorium.storage import make_s3_client
 
@@ -27,8 +28,11 @@ _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAc
 _UNREACHABLE = (OSError, urllib3.exceptions.HTTPError)
 
 
-class SourceUnavailable(Exception):
+class SourceUnavailable(DependencyUnavailable):
     """The source could not be reached or answered with a server error; worth trying again later."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("source_unavailable", message)
 
 
 @dataclass(frozen=True)

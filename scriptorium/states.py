@@ -81,3 +81,6 @@ class EventType(StrEnum):
     @classmethod
     def for_document(cls, state: DocumentState) -> EventType:
         return cls(f"document.{state.value}")
+
+
+ACTIVE_PAGE_STATES = (PageState.QUEUED, PageState.RUNNING)

@@ -21,20 +21,30 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
+from scriptorium.errors import DependencyUnavailable, DomainError, ReasonCode
 from scriptorium.settings import StorageSettings
 
 PART_SIZE = 16 * 1024 * 1024
 _FAILURES = (S3Error, OSError, urllib3.exceptions.HTTPError)
 
 
-class UploadTooLarge(Exception):
+class UploadTooLarge(DomainError):
+    status = 413
+
     def __init__(self, limit: int) -> None:
-        super().__init__(f"upload exceeds {limit} bytes")
+        super().__init__(ReasonCode.TOO_LARGE, f"uploads are limited to {limit} bytes")
         self.limit = limit
 
 
-class StorageUnavailable(Exception):
-    """The object store could not be reached or refused the request."""
+class StorageUnavailable(DependencyUnavailable):
+    """The object store could not be reached or refused the request; ``detail`` says how."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(ReasonCode.STORAGE, "object storage is unavailable; retry later")
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 Each pool process builds its own runtime (database pool, storage client, and for GPU workers
 the resident engine) after the fork, in ``worker_process_init``; readiness is announced only
-after the engine has been warmed up. Task messages carry ids only; logging context is bound
-when a task starts and cleared when it ends.
+after the engine has been warmed up. Task messages carry ids only; every task derives from
+:class:`worker.task_base.FleetTask` (log context, dependency outages waited out).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from typing import Any
 from celery import Celery, signals
 
 from scriptorium import metrics
-from scriptorium.db.session import transaction
 from scriptorium.dedup import announce_revision
-from scriptorium.logging import bind_context, clear_context, get_logger
-from scriptorium.queueing import (
+from scriptorium.logging import get_logger
+from scriptorium.messages import (
     ASSEMBLE_TASK,
     DELIVER_WEBHOOKS_TASK,
     EXPAND_BATCH_TASK,
@@ -28,8 +27,8 @@ from scriptorium.queueing import (
     POLL_WATCHES_TASK,
     PREPARE_TASK,
     SWEEP_TASK,
-    create_celery,
 )
+from scriptorium.queueing import create_celery
 from scriptorium.settings import Settings
 from worker.assembly import store_document_result
 from worker.ingestion import expand_batch, ingest_watch, poll_watches
@@ -37,6 +36,7 @@ from worker.ocr import ocr_page
 from worker.preparation import prepare_document
 from worker.runtime import EngineFactory, WorkerRuntime
 from worker.sweeper import run_sweep
+from worker.task_base import FleetTask
 from worker.webhook_sender import deliver_webhooks
 
 log = get_logger(__name__)
@@ -64,8 +64,8 @@ class ProcessState:
             if self.settings.engine.warmup:
                 engine.warmup()
             runtime.ocr_engine = engine
-            with transaction(runtime.sessions) as session:
-                announce_revision(session, engine.revision)  # dedup reuses only results of served weights
+            with runtime.units.committing() as uow:
+                announce_revision(uow.session, engine.revision)  # dedup reuses only results of served weights
             metrics.record_engine_ready(
                 engine, load_seconds=loaded - started, warmup_seconds=time.perf_counter() - loaded
             )
@@ -92,51 +92,36 @@ def create_worker_app(
     def _start_process(**_: Any) -> None:
         state.start()
 
-    @signals.task_prerun.connect(weak=False)  # type: ignore[untyped-decorator]
-    def _bind(task_id: str | None = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
-        clear_context()
-        ids = kwargs or {}
-        bind_context(
-            task_id=task_id,
-            request_id=ids.get("request_id"),
-            document_id=ids.get("document_id"),
-            page_no=ids.get("page_no"),
-        )
-
-    @signals.task_postrun.connect(weak=False)  # type: ignore[untyped-decorator]
-    def _clear(**_: Any) -> None:
-        clear_context()
-
-    @app.task(name=PREPARE_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=PREPARE_TASK, base=FleetTask)  # type: ignore[untyped-decorator]
     def prepare(document_id: str, request_id: str | None = None) -> None:
         prepare_document(state.runtime, uuid.UUID(document_id))
 
-    @app.task(name=OCR_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=OCR_TASK, base=FleetTask)  # type: ignore[untyped-decorator]
     def ocr(document_id: str, page_no: int, request_id: str | None = None) -> None:
         ocr_page(state.runtime, uuid.UUID(document_id), int(page_no))
         metrics.record_device_memory(state.runtime.ocr_engine)
 
-    @app.task(name=ASSEMBLE_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=ASSEMBLE_TASK, base=FleetTask)  # type: ignore[untyped-decorator]
     def assemble(document_id: str) -> None:
         store_document_result(state.runtime, uuid.UUID(document_id))
 
-    @app.task(name=SWEEP_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=SWEEP_TASK, base=FleetTask)  # type: ignore[untyped-decorator]
     def sweep() -> None:
         run_sweep(state.runtime)
 
-    @app.task(name=EXPAND_BATCH_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=EXPAND_BATCH_TASK, base=FleetTask)  # type: ignore[untyped-decorator]
     def expand(batch_id: str) -> None:
         expand_batch(state.runtime, uuid.UUID(batch_id))
 
-    @app.task(name=POLL_WATCHES_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=POLL_WATCHES_TASK, base=FleetTask)  # type: ignore[untyped-decorator]
     def poll() -> None:
         poll_watches(state.runtime)
 
-    @app.task(name=INGEST_WATCH_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=INGEST_WATCH_TASK, base=FleetTask)  # type: ignore[untyped-decorator]
     def ingest(watch_id: str) -> None:
         ingest_watch(state.runtime, uuid.UUID(watch_id))
 
-    @app.task(name=DELIVER_WEBHOOKS_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=DELIVER_WEBHOOKS_TASK, base=FleetTask)  # type: ignore[untyped-decorator]
     def deliver() -> None:
         deliver_webhooks(state.runtime.sessions, state.runtime.settings)
 

@@ -67,7 +67,6 @@ from scriptorium.batches.watches import (
     still_held,
 )
 from scriptorium.db.models import Batch, BatchItem, Document, Tenant, Watch
-from scriptorium.db.session import transaction
 from scriptorium.errors import InputRejected
 from scriptorium.logging import get_logger
 from scriptorium.sources import SourceRegistry, SourceUnavailable
@@ -176,39 +175,39 @@ class RunEnd(Enum):
 
 def expand_batch(runtime: WorkerRuntime, batch_id: uuid.UUID) -> None:
     budget = _budget(runtime)
-    with transaction(runtime.sessions) as session:
-        batch = claim_intake(session, batch_id, lease_s=_lease_s(runtime), max_attempts=INTAKE_ATTEMPTS)
+    with runtime.units.committing() as uow:
+        batch = claim_intake(uow.session, batch_id, lease_s=_lease_s(runtime), max_attempts=INTAKE_ATTEMPTS)
         if batch is None:
             log.info(
                 "intake.skipped", batch_id=str(batch_id), why="not claimable (duplicate, cancelled or done)"
             )
             return
-        owner = _owner(session, batch.tenant_id)
-        session.expunge(batch)
+        owner = _owner(uow.session, batch.tenant_id)
+        uow.session.expunge(batch)
     log.info("intake.started", batch_id=str(batch_id), kind=batch.kind, inputs=batch.inputs_total)
     try:
         end = BatchRun(runtime, batch, owner, budget).run()
     except IntakeRefused as refused:
-        with transaction(runtime.sessions) as session:
-            fail_intake(session, batch_id, refused.reason, refused.message)
+        with runtime.units.committing() as uow:
+            fail_intake(uow.session, batch_id, refused.reason, refused.message)
         log.info(
             "intake.refused", batch_id=str(batch_id), reason=refused.reason.value, detail=refused.message
         )
         return
     except _TRANSIENT as error:
-        with transaction(runtime.sessions) as session:
-            hand_over(session, batch_id, failed=True)
+        with runtime.units.committing() as uow:
+            hand_over(uow.session, batch_id, failed=True)
         log.warning("intake.interrupted", batch_id=str(batch_id), error=str(error))
         return
-    with transaction(runtime.sessions) as session:
+    with runtime.units.committing() as uow:
         if end is RunEnd.FINISHED:
-            finish_intake(session, batch_id)
+            finish_intake(uow.session, batch_id)
         elif end is not RunEnd.STOPPED:
-            hand_over(session, batch_id)
-    if end is RunEnd.BUDGET:
-        runtime.publisher.send_expand_batch(batch_id)
-    elif end is RunEnd.WINDOW_FULL:
-        runtime.publisher.send_expand_batch(batch_id, countdown=runtime.settings.intake.window_poll_s)
+            hand_over(uow.session, batch_id)
+        if end is RunEnd.BUDGET:
+            uow.outbox.expand_batch(batch_id)
+        elif end is RunEnd.WINDOW_FULL:
+            uow.outbox.expand_batch(batch_id, countdown=runtime.settings.intake.window_poll_s)
     log.info("intake.run_ended", batch_id=str(batch_id), end=end.value)
 
 
@@ -229,7 +228,7 @@ class BatchRun:
                 current = session.get(Batch, self.batch.id)
                 assert current is not None
                 state, complete, marker = current.state, current.inputs_complete, current.intake_marker
-            if state != BatchState.EXPANDING.value:
+            if state != BatchState.EXPANDING:
                 return RunEnd.STOPPED
             if not complete:
                 self.discover(marker)
@@ -270,8 +269,8 @@ class BatchRun:
             except BaseException:
                 visitor.discard()
                 raise
-        with transaction(self.runtime.sessions) as session:
-            add_items(session, self.batch.id, visitor.items, marker=None, complete=True)
+        with self.runtime.units.committing() as uow:
+            add_items(uow.session, self.batch.id, visitor.items, marker=None, complete=True)
         log.info(
             "intake.archive_unpacked",
             files=summary.files,
@@ -293,9 +292,9 @@ class BatchRun:
             )
             for obj in listed
         ]
-        with transaction(self.runtime.sessions) as session:
+        with self.runtime.units.committing() as uow:
             add_items(
-                session,
+                uow.session,
                 self.batch.id,
                 items,
                 marker=listed[-1].key if listed else marker,
@@ -313,8 +312,8 @@ class BatchRun:
             if len(items) >= DISCOVERY_CHUNK:
                 break
         complete = len(items) < DISCOVERY_CHUNK
-        with transaction(self.runtime.sessions) as session:
-            add_items(session, self.batch.id, items, marker=str(last_line), complete=complete)
+        with self.runtime.units.committing() as uow:
+            add_items(uow.session, self.batch.id, items, marker=str(last_line), complete=complete)
 
     def _manifest_item(self, line: ManifestLine) -> NewItem:
         refusal = line.refusal
@@ -326,7 +325,7 @@ class BatchRun:
             except IntakeRefused as refused:
                 refusal = refused
         if refusal is not None or line.ref is None:
-            reason = refusal.reason.value if refusal else IntakeReason.INVALID_MANIFEST_LINE.value
+            reason = refusal.reason.value if refusal else IntakeReason.INVALID_MANIFEST_LINE
             return NewItem(
                 name=line.name,
                 origin={},
@@ -371,11 +370,11 @@ class BatchRun:
                 spec = specs[item.seq]
                 assert isinstance(spec, DocumentSpec)
                 failed += self.settle(item, copied, spec)
-            with transaction(self.runtime.sessions) as session:
+            with self.runtime.units.committing() as uow:
                 for item in items:
                     refusal = specs[item.seq]
                     if isinstance(refusal, IntakeRefused):
-                        reject_item(session, self.batch.id, item.seq, refusal.reason, refusal.message)
+                        reject_item(uow.session, self.batch.id, item.seq, refusal.reason, refusal.message)
             handled += len(items)
         return handled, failed, False
 
@@ -402,31 +401,33 @@ class BatchRun:
 
     def settle(self, item: BatchItem, copied: Copied, spec: DocumentSpec) -> int:
         """Record what became of one fetched input; 1 when it failed transiently."""
-        with self.runtime.sessions() as session:
+        with self.runtime.unit_of_work() as uow:
             if copied.stored is not None:
-                ingest_item(
-                    session,
-                    self.runtime.publisher,
+                accepted = ingest_item(
+                    uow,
                     batch=self.batch,
                     item=item,
                     stored=copied.stored,
                     spec=spec,
                     dedup=Dedup.from_settings(self.runtime.settings, enabled=spec.dedup),
                 )
+                if accepted is not None:
+                    uow.commit()
                 return 0
-            with session.begin():
-                if copied.refusal is not None:
-                    reject_item(
-                        session, self.batch.id, item.seq, copied.refusal.reason, copied.refusal.message
-                    )
-                    return 0
-                count_fetch_failure(
-                    session,
-                    self.batch.id,
-                    item.seq,
-                    max_attempts=self.runtime.settings.intake.source_attempts,
-                    message=copied.transient or "the source is unavailable",
+            if copied.refusal is not None:
+                reject_item(
+                    uow.session, self.batch.id, item.seq, copied.refusal.reason, copied.refusal.message
                 )
+                uow.commit()
+                return 0
+            count_fetch_failure(
+                uow.session,
+                self.batch.id,
+                item.seq,
+                max_attempts=self.runtime.settings.intake.source_attempts,
+                message=copied.transient or "the source is unavailable",
+            )
+            uow.commit()
         return 1
 
 
@@ -467,11 +468,13 @@ class _StagingVisitor:
 def poll_watches(runtime: WorkerRuntime) -> int:
     """List each due watch after its marker, record what is new, and ingest; returns objects recorded."""
     intake = runtime.settings.intake
-    with transaction(runtime.sessions) as session:
-        watches = due_for_polling(session, interval_s=intake.watch_poll_interval_s, limit=WATCHES_PER_POLL)
-        owners = {watch.tenant_id: _owner(session, watch.tenant_id) for watch in watches}
+    with runtime.units.committing() as uow:
+        watches = due_for_polling(
+            uow.session, interval_s=intake.watch_poll_interval_s, limit=WATCHES_PER_POLL
+        )
+        owners = {watch.tenant_id: _owner(uow.session, watch.tenant_id) for watch in watches}
         for watch in watches:
-            session.expunge(watch)
+            uow.session.expunge(watch)
     recorded = 0
     for watch in watches:
         owner = owners[watch.tenant_id]
@@ -484,10 +487,10 @@ def poll_watches(runtime: WorkerRuntime) -> int:
             log.warning("watch.poll_failed", watch_id=str(watch.id), error=str(error))
             continue
         if listed:
-            with transaction(runtime.sessions) as session:
+            with runtime.units.committing() as uow:
                 seen = [SeenObject(obj.key, obj.etag, obj.size) for obj in listed]
-                recorded += record_objects(session, watch.id, seen, SeenBy.POLL)
-                advance_marker(session, watch.id, listed[-1].key)
+                recorded += record_objects(uow.session, watch.id, seen, SeenBy.POLL)
+                advance_marker(uow.session, watch.id, listed[-1].key)
         ingest_watch(runtime, watch.id)
     return recorded
 
@@ -505,8 +508,8 @@ def ingest_watch(runtime: WorkerRuntime, watch_id: uuid.UUID) -> int:
     workers = max(1, runtime.settings.intake.copy_concurrency)
     made = 0
     while not budget.spent:
-        with transaction(runtime.sessions) as session:
-            claims = claim_objects(session, watch_id, limit=workers * 4, lease_s=_lease_s(runtime))
+        with runtime.units.committing() as uow:
+            claims = claim_objects(uow.session, watch_id, limit=workers * 4, lease_s=_lease_s(runtime))
         if not claims:
             break
 
@@ -533,24 +536,23 @@ def _settle_watched(
     copied: Copied,
 ) -> int:
     refusal = spec if isinstance(spec, IntakeRefused) else copied.refusal
-    with runtime.sessions() as session:
+    with runtime.unit_of_work() as uow:
         if refusal is not None or copied.stored is None:
-            with session.begin():
-                if refusal is not None:
-                    reject_object(session, claim, refusal.reason, refusal.message)
-                else:
-                    release_after_failure(
-                        session,
-                        claim,
-                        max_attempts=runtime.settings.intake.source_attempts,
-                        message=copied.transient or "the source is unavailable",
-                    )
+            if refusal is not None:
+                reject_object(uow.session, claim, refusal.reason, refusal.message)
+            else:
+                release_after_failure(
+                    uow.session,
+                    claim,
+                    max_attempts=runtime.settings.intake.source_attempts,
+                    message=copied.transient or "the source is unavailable",
+                )
+            uow.commit()
             return 0
         assert isinstance(spec, DocumentSpec)
         stored = copied.stored
         document_id = object_document_id(claim.object_id)
-        if not still_held(session, claim) or session.get(Document, document_id) is not None:
-            session.rollback()
+        if not still_held(uow.session, claim) or uow.session.get(Document, document_id) is not None:
             return 0
         document = new_document(
             document_id=document_id,
@@ -560,10 +562,10 @@ def _settle_watched(
             filename=claim.key.rsplit("/", 1)[-1],
         )
         accept_document(
-            session,
-            runtime.publisher,
+            uow,
             document,
             dedup=Dedup.from_settings(runtime.settings, enabled=spec.dedup),
             before_commit=lambda inner, created: mark_ingested(inner, claim, created.id, stored.size),
         )
+        uow.commit()
     return 1

@@ -19,24 +19,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
 
 from scriptorium import metrics
-from scriptorium.db.session import transaction
+from scriptorium.dispatch import admit_and_dispatch, dispatch_pages
 from scriptorium.errors import ReasonCode
-from scriptorium.lifecycle import (
-    AttemptRecord,
+from scriptorium.lifecycle.claims import (
     PageClaim,
-    PageOutcome,
     claim_batch_companions,
     claim_page,
     extend_leases,
-    plan_dispatch,
-    plan_page_dispatch,
-    record_page_outcomes,
     release_claim,
 )
+from scriptorium.lifecycle.recording import AttemptRecord, PageOutcome, record_page_outcomes
 from scriptorium.logging import get_logger
 from scriptorium.modes import Mode
 from scriptorium.policy import RoutingPolicy
@@ -54,6 +49,7 @@ from worker.engine.base import (
 )
 from worker.routing.escalation import choose_kept_result, judge
 from worker.runtime import WorkerRuntime
+from worker.task_base import is_transient
 
 log = get_logger(__name__)
 FATAL_EXIT_CODE = 70
@@ -77,16 +73,35 @@ class PageWork:
 
 def ocr_page(runtime: WorkerRuntime, document_id: uuid.UUID, page_no: int) -> None:
     engine = runtime.require_ocr_engine()
+    claims = _claim(runtime, document_id, page_no)
+    if not claims:
+        log.info("page.skipped", why="not claimable (duplicate, cancelled, finished or exhausted)")
+        return
+    try:
+        with _lease_keeper(runtime, claims):
+            work = [_load(runtime, claim) for claim in claims]
+            _read_with_escalation(engine, work, runtime.settings)
+            outcomes = [_outcome(runtime, engine, item) for item in work]
+    except EngineFatal as fatal:
+        log.critical("engine.fatal", error=str(fatal))
+        os._exit(FATAL_EXIT_CODE)  # the context is poisoned; the pool replaces this process
+    except BaseException as error:
+        _release(runtime, claims, error)
+        raise
+    _record(runtime, work, outcomes)
+
+
+def _claim(runtime: WorkerRuntime, document_id: uuid.UUID, page_no: int) -> list[PageClaim]:
+    """The message's page and, if it was never tried, same-mode companions to fill the batch."""
     settings = runtime.settings
     lease_s = settings.limits.lease_s
-    with transaction(runtime.sessions) as session:
-        first = claim_page(session, document_id, page_no, owner=runtime.identity, lease_s=lease_s)
+    with runtime.units.committing() as uow:
+        first = claim_page(uow.session, document_id, page_no, owner=runtime.identity, lease_s=lease_s)
         if first is None:
-            log.info("page.skipped", why="not claimable (duplicate, cancelled, finished or exhausted)")
-            return
+            return []
         # A retried page may be what crashed the last batch: it runs alone.
         companions = claim_batch_companions(
-            session,
+            uow.session,
             mode=first.planned_mode,
             limit=settings.engine.max_batch_pages - 1 if first.attempt == 1 else 0,
             owner=runtime.identity,
@@ -94,21 +109,24 @@ def ocr_page(runtime: WorkerRuntime, document_id: uuid.UUID, page_no: int) -> No
         )
     claims = [first, *companions]
     log.info("page.claimed", batch=len(claims), mode=first.planned_mode, attempt=first.attempt)
+    return claims
+
+
+def _release(runtime: WorkerRuntime, claims: Sequence[PageClaim], error: BaseException) -> None:
+    """Hand the claimed pages back at once instead of waiting for their leases to expire.
+
+    An outage of a dependency is not the pages' fault: their attempts are refunded. Anything
+    else (a time limit, an unexpected error) counts, so a poison page still dead-letters.
+    """
+    at_fault = not is_transient(error)
     try:
-        with _lease_keeper(runtime, claims):
-            work = [_load(runtime, claim) for claim in claims]
-            _read_with_escalation(engine, work, settings)
-    except SoftTimeLimitExceeded:
-        with transaction(runtime.sessions) as session:
+        with runtime.units.committing() as uow:
             for claim in claims:
-                release_claim(session, claim)
-        log.warning("page.soft_time_limit", batch=len(claims))
-        raise
-    except EngineFatal as fatal:
-        log.critical("engine.fatal", error=str(fatal))
-        os._exit(FATAL_EXIT_CODE)  # the context is poisoned; the pool replaces this process
-    finished_documents = _record(runtime, engine, work)
-    _refill(runtime, admit=bool(finished_documents))
+                release_claim(uow.session, claim, page_at_fault=at_fault)
+    except Exception as release_error:  # the database is away too; the leases will expire
+        log.warning("page.release_failed", error=str(release_error))
+        return
+    log.warning("page.released", batch=len(claims), why=type(error).__name__, attempt_counted=at_fault)
 
 
 def _load(runtime: WorkerRuntime, claim: PageClaim) -> PageWork:
@@ -221,7 +239,7 @@ def _outcome(runtime: WorkerRuntime, engine: Engine, item: PageWork) -> PageOutc
             state=PageState.FAILED,
             attempts=item.attempts,
             model_revision=engine.revision,
-            error_code=ReasonCode.ENGINE_ERROR.value,
+            error_code=ReasonCode.ENGINE_ERROR,
             error_message=failure.message,
         )
     kept, under_read = choose_kept_result(item.results, item.policy)
@@ -239,24 +257,28 @@ def _outcome(runtime: WorkerRuntime, engine: Engine, item: PageWork) -> PageOutc
         finished=kept.finished,
         under_read=under_read,
         compression_ratio=round(kept.tokens.output / kept.tokens.vision, 3) if kept.tokens.vision else None,
-        error_code=ReasonCode.UNDER_READ.value if under_read else None,
+        error_code=ReasonCode.UNDER_READ if under_read else None,
         error_message=item.verdict_reason if under_read else None,
     )
 
 
-def _record(runtime: WorkerRuntime, engine: Engine, work: Sequence[PageWork]) -> list[uuid.UUID]:
-    """Write the batch's results in one transaction; returns the documents this batch finished."""
-    outcomes = [_outcome(runtime, engine, item) for item in work]
-    with transaction(runtime.sessions) as session:
-        recorded = record_page_outcomes(
-            session, [(item.claim, o) for item, o in zip(work, outcomes, strict=True)]
-        )
-    finished: list[uuid.UUID] = []
+def _record(runtime: WorkerRuntime, work: Sequence[PageWork], outcomes: Sequence[PageOutcome]) -> None:
+    """Write the batch's results and top the broker up, in one transaction.
+
+    When the batch finished a document, the refill also admits what waited for it (duplicates,
+    paused documents); otherwise it only sends due pages.
+    """
+    limits = runtime.settings.limits
+    with runtime.units.committing() as uow:
+        recorded = record_page_outcomes(uow, list(zip((item.claim for item in work), outcomes, strict=True)))
+        finished = [result.event for result in recorded if result.event is not None]
+        refill = admit_and_dispatch if finished else dispatch_pages
+        refill(uow, depth=limits.dispatch_depth, lost_after_s=limits.lost_message_after_s)
     for item, outcome, result in zip(work, outcomes, recorded, strict=True):
         claim = item.claim
         metrics.count_page(
             outcome.mode or item.mode.value,
-            metrics.page_outcome(outcome.state.value, under_read=outcome.under_read, recorded=result.written),
+            metrics.page_outcome(outcome.state, under_read=outcome.under_read, recorded=result.written),
             seconds=time.monotonic() - item.started,
         )
         if not result.written:
@@ -266,15 +288,12 @@ def _record(runtime: WorkerRuntime, engine: Engine, work: Sequence[PageWork]) ->
             "page.recorded",
             document_id=str(claim.document_id),
             page_no=claim.page_no,
-            state=outcome.state.value,
+            state=outcome.state,
             mode=outcome.mode,
             engine_runs=len(item.attempts),
         )
         if result.event is not None:
             log.info("document.finished", document_id=str(claim.document_id), event_type=result.event.type)
-            runtime.publisher.send_assemble(claim.document_id)
-            finished.append(claim.document_id)
-    return finished
 
 
 def _store_figures(runtime: WorkerRuntime, claim: PageClaim, result: PageResult) -> list[dict[str, Any]]:
@@ -288,15 +307,6 @@ def _store_figures(runtime: WorkerRuntime, claim: PageClaim, result: PageResult)
     return stored
 
 
-def _refill(runtime: WorkerRuntime, *, admit: bool) -> None:
-    """Top the broker up; after a document finished, also admit what waited for it."""
-    limits = runtime.settings.limits
-    plan_for = plan_dispatch if admit else plan_page_dispatch
-    with transaction(runtime.sessions) as session:
-        plan = plan_for(session, depth=limits.dispatch_depth, lost_after_s=limits.lost_message_after_s)
-    runtime.publisher.publish(plan)
-
-
 @contextmanager
 def _lease_keeper(runtime: WorkerRuntime, claims: Sequence[PageClaim]) -> Iterator[None]:
     """Extend the leases of claimed pages while the engine works on them."""
@@ -306,8 +316,8 @@ def _lease_keeper(runtime: WorkerRuntime, claims: Sequence[PageClaim]) -> Iterat
     def beat() -> None:
         while not stop.wait(interval):
             try:
-                with transaction(runtime.sessions) as session:
-                    lost = extend_leases(session, claims, lease_s=runtime.settings.limits.lease_s)
+                with runtime.units.committing() as uow:
+                    lost = extend_leases(uow.session, claims, lease_s=runtime.settings.limits.lease_s)
                 if lost:
                     log.warning("page.lease_lost", pages=sorted(page for _, page in lost))
             except Exception as error:  # the database is away; the fenced write decides later

@@ -20,15 +20,10 @@ from sqlalchemy.dialects.postgresql import insert
 
 from scriptorium import metrics
 from scriptorium.db.models import Document, Page
-from scriptorium.db.session import transaction
-from scriptorium.errors import InputRejected
-from scriptorium.lifecycle import (
-    claim_document_for_prepare,
-    fail_document,
-    finish_document_if_done,
-    lock_document,
-    plan_dispatch,
-)
+from scriptorium.dispatch import admit_and_dispatch
+from scriptorium.errors import DependencyUnavailable, InputRejected
+from scriptorium.lifecycle.claims import claim_document_for_prepare, release_document_claim
+from scriptorium.lifecycle.documents import fail_document, finish_document_if_done, lock_document
 from scriptorium.logging import get_logger
 from scriptorium.policy import RoutingPolicy
 from scriptorium.quotas import hold_for_concurrency
@@ -51,12 +46,12 @@ class PreparedDocument:
 
 def prepare_document(runtime: WorkerRuntime, document_id: uuid.UUID) -> None:
     settings = runtime.settings
-    with transaction(runtime.sessions) as session:
-        if hold_for_concurrency(session, document_id):
+    with runtime.units.committing() as uow:
+        if hold_for_concurrency(uow.session, document_id):
             log.info("prepare.paused", why="the tenant has its maximum of documents in progress")
             return
         document = claim_document_for_prepare(
-            session,
+            uow.session,
             document_id,
             lease_s=settings.prepare.render_timeout_s + settings.limits.lease_s,
             max_attempts=PREPARE_ATTEMPTS,
@@ -64,16 +59,20 @@ def prepare_document(runtime: WorkerRuntime, document_id: uuid.UUID) -> None:
         if document is None:
             log.info("prepare.skipped", why="not claimable (duplicate, cancelled or finished)")
             return
-        session.expunge(document)
+        uow.session.expunge(document)
     try:
         with tempfile.TemporaryDirectory(prefix="scriptorium-prepare-") as scratch:
             prepared = _render_and_route(runtime, document, Path(scratch))
     except InputRejected as rejected:
-        with transaction(runtime.sessions) as session:
-            fail_document(session, document_id, rejected.reason, rejected.message)
+        with runtime.units.committing() as uow:
+            fail_document(uow, document_id, rejected.reason, rejected.message)
         log.info("prepare.rejected", reason=rejected.reason.value, detail=rejected.message)
         metrics.count_prepared("rejected", reason=rejected.reason.value)
         return
+    except DependencyUnavailable:
+        with runtime.units.committing() as uow:  # not the document's fault: its attempt is refunded
+            release_document_claim(uow.session, document_id)
+        raise
     _commit(runtime, document_id, prepared)
 
 
@@ -117,7 +116,7 @@ def _route_and_store(
     return {
         "document_id": document.id,
         "page_no": rendered.page_no,
-        "state": PageState.SKIPPED.value if skipped else PageState.QUEUED.value,
+        "state": PageState.SKIPPED if skipped else PageState.QUEUED,
         "attempts": 0,
         "max_attempts": runtime.settings.limits.page_attempts,
         "image_key": key,
@@ -132,27 +131,27 @@ def _route_and_store(
 
 
 def _commit(runtime: WorkerRuntime, document_id: uuid.UUID, prepared: PreparedDocument) -> None:
-    with transaction(runtime.sessions) as session:
-        document = lock_document(session, document_id)
-        if document is None or document.state != DocumentState.PREPARING.value:
+    with runtime.units.committing() as uow:
+        document = lock_document(uow.session, document_id)
+        if document is None or document.state != DocumentState.PREPARING:
             log.info("prepare.discarded", why="document left the preparing state (cancelled or taken over)")
             return
         if prepared.pages:
-            session.execute(insert(Page).values(prepared.pages).on_conflict_do_nothing())
+            uow.session.execute(insert(Page).values(prepared.pages).on_conflict_do_nothing())
         document.kind = prepared.kind
         document.page_count = prepared.page_count
         document.pages_total = len(prepared.pages)
         document.pdf_password = None
         document.prepare_lease_expires_at = None
-        document.state = DocumentState.PROCESSING.value
+        document.state = DocumentState.PROCESSING
         document.updated_at = func.now()
-        session.flush()
-        finish_document_if_done(session, document)  # every page blank: nothing for the GPU
-        plan = plan_dispatch(
-            session,
+        uow.session.flush()
+        finish_document_if_done(uow, document)  # every page blank: nothing for the GPU
+        admit_and_dispatch(
+            uow,
             depth=runtime.settings.limits.dispatch_depth,
             lost_after_s=runtime.settings.limits.lost_message_after_s,
         )
-    runtime.publisher.publish(plan)
-    log.info("prepare.done", pages=len(prepared.pages), dispatched=len(plan.pages))
+        messages = len(uow.outbox.messages)
+    log.info("prepare.done", pages=len(prepared.pages), messages=messages)
     metrics.count_prepared("prepared", page_modes=[page["planned_mode"] for page in prepared.pages])

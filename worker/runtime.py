@@ -15,6 +15,7 @@ from scriptorium.db.session import make_engine, make_session_factory
 from scriptorium.queueing import Publisher, create_celery
 from scriptorium.settings import Settings
 from scriptorium.storage import ObjectStore
+from scriptorium.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from worker.engine.base import Engine
 from worker.routing.tokens import TokenCounter, token_counter
 
@@ -27,7 +28,7 @@ class WorkerRuntime:
     db: DbEngine
     sessions: sessionmaker[Session]
     store: ObjectStore
-    publisher: Publisher
+    units: UnitOfWorkFactory
     ocr_engine: Engine | None = None
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     _token_counter: TokenCounter | None = None
@@ -35,13 +36,18 @@ class WorkerRuntime:
     @classmethod
     def build(cls, settings: Settings) -> WorkerRuntime:
         db = make_engine(settings.db)
+        sessions = make_session_factory(db)
         return cls(
             settings=settings,
             db=db,
-            sessions=make_session_factory(db),
+            sessions=sessions,
             store=ObjectStore(settings.storage),
-            publisher=Publisher(create_celery(settings)),
+            units=UnitOfWorkFactory(sessions, Publisher(create_celery(settings))),
         )
+
+    def unit_of_work(self) -> UnitOfWork:
+        """A new unit of work; use it as a context manager and call ``commit()``."""
+        return self.units()
 
     def token_counter(self) -> TokenCounter:
         """The real tokenizer when the model directory is mounted here, else calibrated rates."""

@@ -10,17 +10,18 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from api.deps import RuntimeDep, SessionDep, TenantDep, public_base_url
-from api.errors import ApiError, error_body, options_errors, storage_errors
+from api.deps import RuntimeDep, SessionDep, TenantDep, UnitOfWorkDep, public_base_url
+from api.errors import ApiError
+from api.forms import accepted, document_options
 from api.pagination import decode_cursor, encode_cursor
 from api.presenters import present_document, present_page, present_page_result
 from api.routes.webhooks import document_webhook_url
 from api.schemas import DocumentList, DocumentOut, DocumentResult, PageOut, error_responses
-from scriptorium.acceptance import Dedup, DocumentOptions, intake_stream, parse_json_object, resolve_spec
+from scriptorium.acceptance import Dedup, intake_stream
 from scriptorium.db.models import Document, Page, Tenant
-from scriptorium.errors import ReasonCode
-from scriptorium.idempotency import REPLAYED_HEADER, find_by_key
-from scriptorium.lifecycle import cancel_document, page_state_counts
+from scriptorium.errors import Conflict, NotFound, ReasonCode
+from scriptorium.idempotency import find_by_key
+from scriptorium.lifecycle.documents import cancel_document, lock_document, page_state_counts
 from scriptorium.logging import bind_context, get_logger
 from scriptorium.results import assemble_markdown, failed_pages
 from scriptorium.states import DocumentState, Lane
@@ -36,13 +37,13 @@ def _own_document(session: Session, tenant: Tenant, document_id: uuid.UUID) -> D
         select(Document).where(Document.id == document_id, Document.tenant_id == tenant.id)
     ).scalar_one_or_none()
     if document is None:
-        raise ApiError(404, "not_found", f"no document {document_id}")
+        raise NotFound(f"no document {document_id}")
     return document
 
 
 def _pages_source(session: Session, document: Document) -> Document:
     """Whose pages a document shows: a completed duplicate shows its original's."""
-    if document.duplicate_of is None or document.state != DocumentState.COMPLETED.value:
+    if document.duplicate_of is None or document.state != DocumentState.COMPLETED:
         return document
     original = session.get(Document, document.duplicate_of)
     return original if original is not None else document
@@ -57,11 +58,7 @@ def _present(session: Session, document: Document, base_url: str) -> DocumentOut
 def _accepted(
     document: Document, session: Session, base_url: str, retry_after: int, *, replay: bool
 ) -> Response:
-    body = _present(session, document, base_url)
-    headers = {"Location": body.links.self, "Retry-After": str(retry_after)}
-    if replay:
-        headers[REPLAYED_HEADER] = "true"
-    return JSONResponse(body.model_dump(mode="json"), status_code=202, headers=headers)
+    return accepted(_present(session, document, base_url), retry_after, replay=replay)
 
 
 @router.post(
@@ -74,7 +71,7 @@ def _accepted(
 def upload_document(
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
+    uow: UnitOfWorkDep,
     tenant: TenantDep,
     file: Annotated[UploadFile, File(description="the document: PDF, PNG, JPEG, TIFF or WebP")],
     pages: Annotated[str | None, Form(description="pages to read, e.g. 1-3,5 (default: all)")] = None,
@@ -100,6 +97,7 @@ def upload_document(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> Response:
     settings = runtime.settings
+    session = uow.session
     base_url = public_base_url(request, runtime)
     existing = find_by_key(session, Document, tenant.id, idempotency_key)
     if existing is not None:
@@ -107,47 +105,40 @@ def upload_document(
     checked_webhook_url = (
         document_webhook_url(session, tenant.id, webhook_url, settings) if webhook_url else None
     )
-    with options_errors():
-        options = DocumentOptions.parse(
-            {
-                "task": task,
-                "mode": mode or None,
-                "policy": parse_json_object(policy, code="invalid_policy", what="policy"),
-                "pages": pages or None,
-                "metadata": parse_json_object(metadata, code="invalid_metadata", what="metadata"),
-                "priority": priority,
-                "dedup": dedup,
-            }
-        )
-        spec = resolve_spec(
-            options,
-            tenant_policy=tenant.routing_policy,
-            default_priority=Lane.INTERACTIVE,
-            password=password,
-            webhook_url=checked_webhook_url,
-        )
+    _, spec = document_options(
+        tenant,
+        task=task,
+        mode=mode,
+        policy=policy,
+        pages=pages,
+        metadata=metadata,
+        priority=priority,
+        dedup=dedup,
+        default_priority=Lane.INTERACTIVE,
+        password=password,
+        webhook_url=checked_webhook_url,
+    )
     declared = request.headers.get("content-length")
     limit = settings.limits.max_upload_bytes
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise ApiError(413, ReasonCode.TOO_LARGE.value, f"uploads are limited to {limit} bytes")
+        raise ApiError(413, ReasonCode.TOO_LARGE, f"uploads are limited to {limit} bytes")
 
     document_id = uuid.uuid4()
     bind_context(document_id=str(document_id))
-    with storage_errors("uploads"):
-        accepted = intake_stream(
-            session,
-            runtime.store,
-            runtime.publisher,
-            file.file,
-            limit=limit,
-            tenant_id=tenant.id,
-            spec=spec,
-            filename=file.filename,
-            dedup=Dedup.from_settings(settings, enabled=dedup),
-            document_id=document_id,
-            idempotency_key=idempotency_key,
-            request_id=request.state.request_id,
-        )
+    accepted = intake_stream(
+        uow,
+        runtime.store,
+        file.file,
+        limit=limit,
+        tenant_id=tenant.id,
+        spec=spec,
+        filename=file.filename,
+        dedup=Dedup.from_settings(settings, enabled=dedup),
+        document_id=document_id,
+        idempotency_key=idempotency_key,
+        request_id=request.state.request_id,
+    )
+    uow.commit()
     document = accepted.document
     if accepted.replayed:
         return _accepted(document, session, base_url, settings.api.retry_after_s, replay=True)
@@ -215,7 +206,7 @@ def get_result(
     format: Annotated[Literal["markdown", "json"], Query()] = "json",
 ) -> Response:
     document = _own_document(session, tenant, document_id)
-    if not document.document_state.is_terminal:
+    if not document.state.is_terminal:
         raise ApiError(
             409,
             "not_ready",
@@ -249,7 +240,7 @@ def get_page(
     document = _own_document(session, tenant, document_id)
     page = session.get(Page, (_pages_source(session, document).id, page_no))
     if page is None:
-        raise ApiError(404, "not_found", f"document {document_id} has no selected page {page_no}")
+        raise NotFound(f"document {document_id} has no selected page {page_no}")
     return present_page(page, runtime.store).model_copy(update={"document_id": document.id})
 
 
@@ -261,19 +252,16 @@ def get_page(
     summary="Cancel a document: pages not yet read never reach a GPU",
 )
 def cancel(
-    document_id: uuid.UUID, request: Request, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
+    document_id: uuid.UUID, request: Request, runtime: RuntimeDep, uow: UnitOfWorkDep, tenant: TenantDep
 ) -> Response:
+    session = uow.session
     document = _own_document(session, tenant, document_id)
-    locked = session.execute(
-        select(Document).where(Document.id == document.id).with_for_update()
-    ).scalar_one()
-    if locked.document_state.is_terminal:
-        session.rollback()
-        return JSONResponse(
-            error_body("already_terminal", f"the document is already {locked.state}"), status_code=409
-        )
-    cancel_document(session, locked)
-    session.commit()
+    locked = lock_document(session, document.id)
+    assert locked is not None
+    if locked.state.is_terminal:
+        raise Conflict("already_terminal", f"the document is already {locked.state}")
+    cancel_document(uow, locked)
+    uow.commit()
     log.info("document.cancelled")
     body = _present(session, locked, public_base_url(request, runtime))
     return JSONResponse(body.model_dump(mode="json"), status_code=202)

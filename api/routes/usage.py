@@ -119,14 +119,14 @@ def quota(session: SessionDep, tenant: TenantDep) -> QuotaOut:
     paused = dict(
         session.execute(
             select(Document.error_code, func.count())
-            .where(Document.tenant_id == tenant.id, Document.state == DocumentState.PAUSED.value)
+            .where(Document.tenant_id == tenant.id, Document.state == DocumentState.PAUSED)
             .group_by(Document.error_code)
         ).all()
     )
     in_progress = session.execute(
         select(func.count()).where(
             Document.tenant_id == tenant.id,
-            Document.state.in_((DocumentState.PREPARING.value, DocumentState.PROCESSING.value)),
+            Document.state.in_((DocumentState.PREPARING, DocumentState.PROCESSING)),
         )
     ).scalar_one()
     return QuotaOut(

@@ -17,12 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.deps import RuntimeDep, SessionDep, TenantDep, public_base_url
-from api.errors import ApiError, options_errors
+from api.deps import RuntimeDep, SessionDep, TenantDep, UnitOfWorkDep, public_base_url
+from api.errors import ApiError
 from api.schemas import ErrorDetail, ErrorResponse, error_responses
 from scriptorium.acceptance import DocumentOptions, resolve_spec
-from scriptorium.batches.notifications import NotificationInvalid, created_objects
-from scriptorium.batches.states import IntakeRefused, WatchObjectState
+from scriptorium.batches.notifications import created_objects
+from scriptorium.batches.states import WatchObjectState
 from scriptorium.batches.watches import (
     SeenBy,
     SeenObject,
@@ -35,6 +35,7 @@ from scriptorium.batches.watches import (
     token_matches,
 )
 from scriptorium.db.models import Tenant, Watch, WatchObject
+from scriptorium.errors import NotFound
 from scriptorium.logging import bind_context, get_logger
 from scriptorium.sources import SourceRegistry
 from scriptorium.states import Lane
@@ -136,7 +137,7 @@ def _out(session: Session, watch: Watch, base_url: str) -> dict[str, Any]:
 def _own(session: Session, tenant: Tenant, watch_id: uuid.UUID) -> Watch:
     watch = find_watch(session, watch_id, tenant.id)
     if watch is None:
-        raise ApiError(404, "not_found", f"no watch {watch_id}")
+        raise NotFound(f"no watch {watch_id}")
     return watch
 
 
@@ -148,18 +149,12 @@ def _own(session: Session, tenant: Tenant, watch_id: uuid.UUID) -> Watch:
     summary="Watch a bucket prefix of a configured source; the response carries the notification token",
 )
 def create(
-    body: WatchIn, request: Request, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
+    body: WatchIn, request: Request, runtime: RuntimeDep, uow: UnitOfWorkDep, tenant: TenantDep
 ) -> WatchCreated:
-    try:
-        SourceRegistry(runtime.settings.sources).check(
-            body.source, tenant_name=tenant.name, bucket=body.bucket
-        )
-    except IntakeRefused as refused:
-        raise ApiError(422, refused.reason.value, refused.message) from refused
-    with options_errors():
-        resolve_spec(body.options, tenant_policy=tenant.routing_policy, default_priority=Lane.BULK)
+    SourceRegistry(runtime.settings.sources).check(body.source, tenant_name=tenant.name, bucket=body.bucket)
+    resolve_spec(body.options, tenant_policy=tenant.routing_policy, default_priority=Lane.BULK)
     watch, token = create_watch(
-        session,
+        uow.session,
         tenant.id,
         source=body.source,
         bucket=body.bucket,
@@ -167,9 +162,9 @@ def create(
         options=body.options,
         name=body.name,
     )
-    session.commit()
+    uow.commit()
     log.info("watch.created", watch_id=str(watch.id))
-    return WatchCreated(**_out(session, watch, public_base_url(request, runtime)), token=token)
+    return WatchCreated(**_out(uow.session, watch, public_base_url(request, runtime)), token=token)
 
 
 @router.get("", response_model=WatchList, responses=ERRORS, summary="The tenant's watches")
@@ -200,26 +195,26 @@ def update_watch(
     body: WatchPatch,
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
+    uow: UnitOfWorkDep,
     tenant: TenantDep,
 ) -> WatchOut:
-    watch = _own(session, tenant, watch_id)
+    watch = _own(uow.session, tenant, watch_id)
     if body.enabled is not None:
         watch.enabled = body.enabled
     if "name" in body.model_fields_set:
         watch.name = body.name
     watch.updated_at = func.now()
-    session.commit()
-    return WatchOut(**_out(session, watch, public_base_url(request, runtime)))
+    uow.commit()
+    return WatchOut(**_out(uow.session, watch, public_base_url(request, runtime)))
 
 
 @router.delete("/{watch_id}", status_code=204, responses=ERRORS, summary="Stop watching; documents stay")
-def delete_watch(watch_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> Response:
-    watch = _own(session, tenant, watch_id)
+def delete_watch(watch_id: uuid.UUID, uow: UnitOfWorkDep, tenant: TenantDep) -> Response:
+    watch = _own(uow.session, tenant, watch_id)
     watch.enabled = False
     watch.deleted_at = func.now()
     watch.updated_at = func.now()
-    session.commit()
+    uow.commit()
     return Response(status_code=204)
 
 
@@ -229,9 +224,9 @@ def delete_watch(watch_id: uuid.UUID, session: SessionDep, tenant: TenantDep) ->
     responses=ERRORS,
     summary="Replace the notification token (update the S3 server's webhook target with it)",
 )
-def rotate(watch_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> TokenOut:
-    token = rotate_token(_own(session, tenant, watch_id))
-    session.commit()
+def rotate(watch_id: uuid.UUID, uow: UnitOfWorkDep, tenant: TenantDep) -> TokenOut:
+    token = rotate_token(_own(uow.session, tenant, watch_id))
+    uow.commit()
     return TokenOut(token=token)
 
 
@@ -242,14 +237,14 @@ def rotate(watch_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> Token
     summary="List the whole prefix again at the next poll (objects already seen are not ingested twice)",
 )
 def rescan(
-    watch_id: uuid.UUID, request: Request, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
+    watch_id: uuid.UUID, request: Request, runtime: RuntimeDep, uow: UnitOfWorkDep, tenant: TenantDep
 ) -> WatchOut:
-    watch = _own(session, tenant, watch_id)
+    watch = _own(uow.session, tenant, watch_id)
     watch.poll_marker = None
     watch.polled_at = None
     watch.updated_at = func.now()
-    session.commit()
-    return WatchOut(**_out(session, watch, public_base_url(request, runtime)))
+    uow.commit()
+    return WatchOut(**_out(uow.session, watch, public_base_url(request, runtime)))
 
 
 @router.get(
@@ -307,11 +302,11 @@ def notifications(
     watch_id: uuid.UUID,
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
+    uow: UnitOfWorkDep,
     payload: Annotated[dict[str, Any], Body(description="an S3 event notification with Records")],
 ) -> NotificationAccepted:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    watch = find_watch(session, watch_id)
+    watch = find_watch(uow.session, watch_id)
     if watch is None or scheme.lower() != "bearer" or not token or not token_matches(watch, token.strip()):
         raise ApiError(
             401,
@@ -320,14 +315,11 @@ def notifications(
             headers={"WWW-Authenticate": "Bearer"},
         )
     bind_context(watch_id=str(watch_id))
-    try:
-        created = created_objects(payload)
-    except NotificationInvalid as invalid:
-        raise ApiError(400, "invalid_notification", str(invalid)) from invalid
+    created = created_objects(payload)
     seen = [SeenObject(o.key, o.etag, o.size) for o in created if in_scope(watch, o.bucket, o.key)]
-    new = record_objects(session, watch.id, seen, SeenBy.NOTIFICATION) if watch.enabled else 0
-    session.commit()
+    new = record_objects(uow.session, watch.id, seen, SeenBy.NOTIFICATION) if watch.enabled else 0
     if new:
-        runtime.publisher.send_ingest_watch(watch.id)
+        uow.outbox.ingest_watch(watch.id)
+    uow.commit()
     log.info("watch.notified", objects=len(seen), new=new)
     return NotificationAccepted(objects=len(seen), new=new)

@@ -11,18 +11,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import RuntimeDep, SessionDep, TenantDep
+from api.deps import RuntimeDep, SessionDep, TenantDep, UnitOfWorkDep
 from api.errors import ApiError
 from api.pagination import decode_cursor, encode_cursor
 from api.schemas import error_responses
 from scriptorium.db.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from scriptorium.errors import NotFound
 from scriptorium.logging import get_logger
 from scriptorium.settings import Settings
-from scriptorium.webhooks.addresses import TargetRefused, check_registration
-from scriptorium.webhooks.deliveries import ReplayRefused, replay
+from scriptorium.webhooks.addresses import check_registration
+from scriptorium.webhooks.deliveries import replay
 from scriptorium.webhooks.delivery_log import attempts_of, find_delivery, list_deliveries
 from scriptorium.webhooks.endpoints import (
-    UnknownEventType,
     create_endpoint,
     delete_endpoint,
     find_endpoint,
@@ -145,7 +145,7 @@ def _endpoint_fields(endpoint: WebhookEndpoint) -> dict[str, Any]:
 
 
 def _delivery_out(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> DeliveryOut:
-    due = delivery.state in (DeliveryState.PENDING.value, DeliveryState.RETRYING.value)
+    due = delivery.state in (DeliveryState.PENDING, DeliveryState.RETRYING)
     return DeliveryOut(
         id=delivery.id,
         webhook_id=delivery.message_id,
@@ -180,11 +180,8 @@ def _delivery_out(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> 
 
 
 def checked_url(url: str, settings: Settings) -> str:
-    """A receiver URL that passes the SSRF checks, or a 422."""
-    try:
-        return check_registration(url, settings.webhooks).url
-    except TargetRefused as refused:
-        raise ApiError(422, "invalid_webhook_url", str(refused)) from refused
+    """A receiver URL that passes the SSRF checks (TargetRefused, 422, otherwise)."""
+    return check_registration(url, settings.webhooks).url
 
 
 def document_webhook_url(session: Session, tenant_id: uuid.UUID, url: str, settings: Settings) -> str:
@@ -198,17 +195,10 @@ def document_webhook_url(session: Session, tenant_id: uuid.UUID, url: str, setti
     return checked_url(url, settings)
 
 
-def _event_types(event_types: list[str] | None) -> list[str]:
-    try:
-        return normalise_event_types(event_types)
-    except UnknownEventType as error:
-        raise ApiError(422, "invalid_event_types", str(error)) from error
-
-
 def _own_endpoint(session: Session, tenant_id: uuid.UUID, endpoint_id: uuid.UUID) -> WebhookEndpoint:
     endpoint = find_endpoint(session, tenant_id, endpoint_id)
     if endpoint is None:
-        raise ApiError(404, "not_found", f"no webhook endpoint {endpoint_id}")
+        raise NotFound(f"no webhook endpoint {endpoint_id}")
     return endpoint
 
 
@@ -219,17 +209,17 @@ def _own_endpoint(session: Session, tenant_id: uuid.UUID, endpoint_id: uuid.UUID
     responses=ERRORS,
     summary="Register a receiver; the response carries its signing secret, shown only once",
 )
-def create(body: EndpointIn, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep) -> EndpointCreated:
+def create(body: EndpointIn, runtime: RuntimeDep, uow: UnitOfWorkDep, tenant: TenantDep) -> EndpointCreated:
     url = checked_url(body.url, runtime.settings)
     endpoint, secret = create_endpoint(
-        session,
+        uow.session,
         tenant.id,
         url=url,
-        event_types=_event_types(body.event_types),
+        event_types=normalise_event_types(body.event_types),
         enabled=body.enabled,
         description=body.description,
     )
-    session.commit()
+    uow.commit()
     log.info("webhook.endpoint_created", endpoint_id=str(endpoint.id))
     return EndpointCreated(**_endpoint_fields(endpoint), secret=secret)
 
@@ -256,19 +246,19 @@ def get_endpoint(endpoint_id: uuid.UUID, session: SessionDep, tenant: TenantDep)
     summary="Change an endpoint's URL, event types, description, or enable/disable it",
 )
 def update_endpoint(
-    endpoint_id: uuid.UUID, body: EndpointPatch, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
+    endpoint_id: uuid.UUID, body: EndpointPatch, runtime: RuntimeDep, uow: UnitOfWorkDep, tenant: TenantDep
 ) -> EndpointOut:
-    endpoint = _own_endpoint(session, tenant.id, endpoint_id)
+    endpoint = _own_endpoint(uow.session, tenant.id, endpoint_id)
     if body.url is not None:
         endpoint.url = checked_url(body.url, runtime.settings)
     if body.event_types is not None:
-        endpoint.event_types = _event_types(body.event_types)
+        endpoint.event_types = normalise_event_types(body.event_types)
     if "description" in body.model_fields_set:
         endpoint.description = body.description
     if body.enabled is not None:
         set_enabled(endpoint, body.enabled)
-    touch(session, endpoint)
-    session.commit()
+    touch(uow.session, endpoint)
+    uow.commit()
     return EndpointOut(**_endpoint_fields(endpoint))
 
 
@@ -278,9 +268,9 @@ def update_endpoint(
     responses=ERRORS,
     summary="Delete an endpoint: nothing more is sent to it; its delivery log stays readable",
 )
-def remove_endpoint(endpoint_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> Response:
-    delete_endpoint(session, _own_endpoint(session, tenant.id, endpoint_id))
-    session.commit()
+def remove_endpoint(endpoint_id: uuid.UUID, uow: UnitOfWorkDep, tenant: TenantDep) -> Response:
+    delete_endpoint(uow.session, _own_endpoint(uow.session, tenant.id, endpoint_id))
+    uow.commit()
     log.info("webhook.endpoint_deleted", endpoint_id=str(endpoint_id))
     return Response(status_code=204)
 
@@ -292,13 +282,13 @@ def remove_endpoint(endpoint_id: uuid.UUID, session: SessionDep, tenant: TenantD
     summary="Replace the endpoint's secret; the old one keeps signing alongside for the grace period",
 )
 def rotate_secret(
-    endpoint_id: uuid.UUID, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
+    endpoint_id: uuid.UUID, runtime: RuntimeDep, uow: UnitOfWorkDep, tenant: TenantDep
 ) -> SecretOut:
-    endpoint = _own_endpoint(session, tenant.id, endpoint_id)
+    endpoint = _own_endpoint(uow.session, tenant.id, endpoint_id)
     secret = rotate_endpoint_secret(
-        session, endpoint, grace_s=runtime.settings.webhooks.secret_rotation_grace_s
+        uow.session, endpoint, grace_s=runtime.settings.webhooks.secret_rotation_grace_s
     )
-    session.commit()
+    uow.commit()
     log.info("webhook.secret_rotated", endpoint_id=str(endpoint_id))
     return SecretOut(secret=secret, previous_secret_expires_at=endpoint.previous_secret_expires_at)
 
@@ -327,11 +317,11 @@ def get_signing_secret(session: SessionDep, tenant: TenantDep) -> TenantSecretOu
     responses=ERRORS,
     summary="Create or rotate the tenant's signing secret for per-document webhook_url deliveries",
 )
-def rotate_signing_secret(runtime: RuntimeDep, session: SessionDep, tenant: TenantDep) -> SecretOut:
+def rotate_signing_secret(runtime: RuntimeDep, uow: UnitOfWorkDep, tenant: TenantDep) -> SecretOut:
     row, secret = rotate_tenant_secret(
-        session, tenant.id, grace_s=runtime.settings.webhooks.secret_rotation_grace_s
+        uow.session, tenant.id, grace_s=runtime.settings.webhooks.secret_rotation_grace_s
     )
-    session.commit()
+    uow.commit()
     log.info("webhook.tenant_secret_rotated")
     return SecretOut(secret=secret, previous_secret_expires_at=row.previous_secret_expires_at)
 
@@ -372,7 +362,7 @@ def deliveries(
 def get_delivery(delivery_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> DeliveryOut:
     delivery = find_delivery(session, tenant.id, delivery_id)
     if delivery is None:
-        raise ApiError(404, "not_found", f"no webhook delivery {delivery_id}")
+        raise NotFound(f"no webhook delivery {delivery_id}")
     return _delivery_out(delivery, attempts_of(session, [delivery.id])[delivery.id])
 
 
@@ -384,16 +374,12 @@ def get_delivery(delivery_id: uuid.UUID, session: SessionDep, tenant: TenantDep)
     summary="Send a delivery again now, with the same webhook-id",
 )
 def replay_delivery(
-    delivery_id: uuid.UUID, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
+    delivery_id: uuid.UUID, runtime: RuntimeDep, uow: UnitOfWorkDep, tenant: TenantDep
 ) -> DeliveryOut:
-    try:
-        delivery = replay(session, tenant.id, delivery_id)
-    except ReplayRefused as refused:
-        session.rollback()
-        raise ApiError(409, refused.code, refused.message) from refused
+    delivery = replay(uow.session, tenant.id, delivery_id)
     if delivery is None:
-        raise ApiError(404, "not_found", f"no webhook delivery {delivery_id}")
-    session.commit()
+        raise NotFound(f"no webhook delivery {delivery_id}")
+    uow.outbox.deliver_webhooks()
+    uow.commit()
     log.info("webhook.replay", delivery_id=str(delivery_id))
-    runtime.publisher.send_deliver_webhooks()
-    return _delivery_out(delivery, attempts_of(session, [delivery.id])[delivery.id])
+    return _delivery_out(delivery, attempts_of(uow.session, [delivery.id])[delivery.id])

@@ -6,7 +6,7 @@ unfinished document and no pending input, flips the batch and writes the event. 
 finishing at once serialise on the batch row, and the second sees the first one's commit, so
 exactly one of them completes the batch. A unique (batch, round, type) index backs this up.
 
-:mod:`scriptorium.lifecycle` imports this module; it must not import that one back.
+:mod:`scriptorium.lifecycle.documents` imports this module; it must not import that one back.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from scriptorium.db.models import Batch, BatchItem, Document, Event
 from scriptorium.states import TERMINAL_DOCUMENT_STATES, EventType
 from scriptorium.webhooks.fanout import create_deliveries
 
-TERMINAL_DOCUMENT_VALUES = sorted(state.value for state in TERMINAL_DOCUMENT_STATES)
-_FINISHING_STATES = (BatchState.RUNNING.value, BatchState.CANCELLING.value)
+_FINISHING_STATES = (BatchState.RUNNING, BatchState.CANCELLING)
 _EVENT_FOR = {
     BatchState.COMPLETED: EventType.BATCH_COMPLETED,
     BatchState.FAILED: EventType.BATCH_FAILED,
@@ -45,13 +44,13 @@ def lock_batch(session: Session, batch_id: uuid.UUID) -> Batch | None:
 
 def has_unfinished_documents(session: Session, batch_id: uuid.UUID) -> bool:
     unfinished = exists().where(
-        Document.batch_id == batch_id, Document.state.not_in(TERMINAL_DOCUMENT_VALUES)
+        Document.batch_id == batch_id, Document.state.not_in(TERMINAL_DOCUMENT_STATES)
     )
     return bool(session.execute(select(unfinished)).scalar_one())
 
 
 def has_pending_items(session: Session, batch_id: uuid.UUID) -> bool:
-    pending = exists().where(BatchItem.batch_id == batch_id, BatchItem.state == ItemState.PENDING.value)
+    pending = exists().where(BatchItem.batch_id == batch_id, BatchItem.state == ItemState.PENDING)
     return bool(session.execute(select(pending)).scalar_one())
 
 
@@ -68,7 +67,7 @@ def finish_batch_if_done(session: Session, batch_id: uuid.UUID) -> Event | None:
 
 def enter_terminal(session: Session, batch: Batch, state: BatchState) -> Event:
     """Move a locked batch to a terminal state and record its event (and deliveries) for this round."""
-    batch.state = state.value
+    batch.state = state
     batch.finished_at = func.now()
     batch.updated_at = func.now()
     batch.intake_lease_expires_at = None
@@ -78,7 +77,7 @@ def enter_terminal(session: Session, batch: Batch, state: BatchState) -> Event:
         tenant_id=batch.tenant_id,
         batch_id=batch.id,
         batch_round=batch.round,
-        type=_EVENT_FOR[state].value,
+        type=_EVENT_FOR[state],
         payload=event_payload(session, batch),
     )
     session.add(event)

@@ -12,33 +12,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from scriptorium.acceptance import DocumentOptions
 from scriptorium.batches.completion import finish_batch_if_done, lock_batch
 from scriptorium.batches.states import BatchKind, BatchState, IntakeReason, ItemState
 from scriptorium.db.models import Batch, BatchItem, Document, Event
-from scriptorium.db.session import transaction
-from scriptorium.idempotency import commit_or_replay
-from scriptorium.lifecycle import TERMINAL_DOCUMENT_VALUES, cancel_document, lock_document
-from scriptorium.states import DocumentState
+from scriptorium.errors import Conflict
+from scriptorium.idempotency import insert_or_replay
+from scriptorium.lifecycle.documents import cancel_document, lock_document
+from scriptorium.states import TERMINAL_DOCUMENT_STATES, DocumentState, Lane
+from scriptorium.unit_of_work import UnitOfWork
 
-RETRYABLE_ITEM_REASONS = (IntakeReason.SOURCE_UNAVAILABLE.value, IntakeReason.INTAKE_EXHAUSTED.value)
+RETRYABLE_ITEM_REASONS = (IntakeReason.SOURCE_UNAVAILABLE, IntakeReason.INTAKE_EXHAUSTED)
 _RETRYABLE_BATCH_STATES = (
-    BatchState.OPEN.value,
-    BatchState.EXPANDING.value,
-    BatchState.RUNNING.value,
-    BatchState.COMPLETED.value,
+    BatchState.OPEN,
+    BatchState.EXPANDING,
+    BatchState.RUNNING,
+    BatchState.COMPLETED,
 )
 
 
-class BatchConflict(Exception):
+class BatchConflict(Conflict):
     """The batch is not in a state that allows the request."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -64,16 +60,17 @@ def own_batch(session: Session, tenant_id: uuid.UUID, batch_id: uuid.UUID) -> Ba
 
 
 def create_batch(
-    session: Session, tenant_id: uuid.UUID, new: NewBatch, *, batch_id: uuid.UUID | None = None
+    uow: UnitOfWork, tenant_id: uuid.UUID, new: NewBatch, *, batch_id: uuid.UUID | None = None
 ) -> tuple[Batch, bool]:
-    """Insert and commit a batch; returns (batch, replayed) — replayed when the key was used before."""
+    """Insert a batch and, unless it takes uploads, register its intake run; returns (batch,
+    replayed) — replayed when the key was used before."""
     expanding = new.kind is not BatchKind.UPLOADS
     batch = Batch(
         id=batch_id or uuid.uuid4(),
         tenant_id=tenant_id,
         name=new.name,
         kind=new.kind.value,
-        state=(BatchState.EXPANDING if expanding else BatchState.OPEN).value,
+        state=BatchState.EXPANDING if expanding else BatchState.OPEN,
         idempotency_key=new.idempotency_key,
         request_id=new.request_id,
         source=new.source,
@@ -81,11 +78,37 @@ def create_batch(
         webhook_url=new.webhook_url,
         intake_dispatched_at=func.now() if expanding else None,
     )
-    session.add(batch)
-    answered, replayed = commit_or_replay(session, batch)
+    answered, replayed = insert_or_replay(uow.session, batch)
     if not replayed:
-        session.refresh(answered)
+        uow.session.refresh(answered)
+        if expanding:
+            uow.outbox.expand_batch(batch.id, Lane(new.options.priority or Lane.BULK))
     return answered, replayed
+
+
+def add_uploaded_item(session: Session, batch_id: uuid.UUID, name: str, document: Document) -> None:
+    """Record a file uploaded into an open batch as its next input; the batch is locked after the
+    document's insert (the fleet's order: document, then batch)."""
+    batch = lock_batch(session, batch_id)
+    assert batch is not None
+    if batch.state != BatchState.OPEN:
+        raise BatchConflict("batch_not_open", f"the batch is {batch.state}; files go into an open batch only")
+    batch.inputs_total += 1
+    session.add(
+        BatchItem(
+            batch_id=batch_id,
+            seq=batch.inputs_total,
+            name=name,
+            origin={"upload": True},
+            state=ItemState.INGESTED,
+            size_bytes=document.size_bytes,
+            sha256=document.sha256,
+            document_id=document.id,
+            history=[],
+            fetch_attempts=0,
+        )
+    )
+    session.flush()
 
 
 def close_batch(session: Session, batch_id: uuid.UUID) -> Event | None:
@@ -93,54 +116,60 @@ def close_batch(session: Session, batch_id: uuid.UUID) -> Event | None:
     batch = lock_batch(session, batch_id)
     if batch is None:
         return None
-    if batch.state != BatchState.OPEN.value:
+    if batch.state != BatchState.OPEN:
         raise BatchConflict("batch_not_open", f"the batch is {batch.state}; only an open batch can be closed")
-    batch.state = BatchState.RUNNING.value
+    batch.state = BatchState.RUNNING
     batch.inputs_complete = True
     batch.updated_at = func.now()
     session.flush()
     return finish_batch_if_done(session, batch_id)
 
 
-def cancel_batch(sessions: sessionmaker[Session], batch_id: uuid.UUID) -> Batch:
-    """Stop intake and cancel every unfinished document; raises BatchConflict when already final."""
-    with transaction(sessions) as session:
-        batch = lock_batch(session, batch_id)
-        assert batch is not None
-        if BatchState(batch.state).is_terminal:
-            raise BatchConflict("already_terminal", f"the batch is already {batch.state}")
-        batch.state = BatchState.CANCELLING.value
-        batch.cancel_requested_at = func.now()
-        batch.intake_lease_expires_at = None
-        batch.updated_at = func.now()
+def cancel_batch(uow: UnitOfWork, batch_id: uuid.UUID) -> Batch:
+    """Stop intake and cancel every unfinished document; raises BatchConflict when already final.
+
+    A use case of its own units: the batch is marked under its lock and committed first, then
+    each document is cancelled and committed on its own (the fleet's lock order is document,
+    then batch), and a last commit completes the batch if no document's cancellation did.
+    """
+    session = uow.session
+    batch = lock_batch(session, batch_id)
+    assert batch is not None
+    if batch.state.is_terminal:
+        raise BatchConflict("already_terminal", f"the batch is already {batch.state}")
+    batch.state = BatchState.CANCELLING
+    batch.cancel_requested_at = func.now()
+    batch.intake_lease_expires_at = None
+    batch.updated_at = func.now()
+    session.execute(
+        update(BatchItem)
+        .where(BatchItem.batch_id == batch_id, BatchItem.state == ItemState.PENDING)
+        .values(
+            state=ItemState.CANCELLED,
+            error_code=IntakeReason.CANCELLED,
+            error_message="the batch was cancelled before this input was ingested",
+            updated_at=func.now(),
+        )
+    )
+    uow.commit()
+    unfinished = list(
         session.execute(
-            update(BatchItem)
-            .where(BatchItem.batch_id == batch_id, BatchItem.state == ItemState.PENDING.value)
-            .values(
-                state=ItemState.CANCELLED.value,
-                error_code=IntakeReason.CANCELLED.value,
-                error_message="the batch was cancelled before this input was ingested",
-                updated_at=func.now(),
+            select(Document.id).where(
+                Document.batch_id == batch_id, Document.state.not_in(TERMINAL_DOCUMENT_STATES)
             )
-        )
-    with sessions() as session:
-        unfinished = list(
-            session.execute(
-                select(Document.id).where(
-                    Document.batch_id == batch_id, Document.state.not_in(TERMINAL_DOCUMENT_VALUES)
-                )
-            ).scalars()
-        )
+        ).scalars()
+    )
+    uow.commit()
     for document_id in unfinished:
-        with transaction(sessions) as session:
-            document = lock_document(session, document_id)
-            if document is not None:
-                cancel_document(session, document)
-    with transaction(sessions) as session:
-        finish_batch_if_done(session, batch_id)
-        batch = session.get(Batch, batch_id, populate_existing=True)
-        assert batch is not None
-        return batch
+        document = lock_document(session, document_id)
+        if document is not None:
+            cancel_document(uow, document)
+        uow.commit()
+    finish_batch_if_done(session, batch_id)
+    uow.commit()
+    cancelled = session.get(Batch, batch_id, populate_existing=True)
+    assert cancelled is not None
+    return cancelled
 
 
 @dataclass
@@ -154,14 +183,16 @@ class Retried:
         return len(self.documents) + self.inputs_reset
 
 
-def retry_failed(session: Session, batch_id: uuid.UUID, *, include_partial: bool) -> Retried:
+def retry_failed(uow: UnitOfWork, batch_id: uuid.UUID, *, include_partial: bool) -> Retried:
     """A new attempt (a new document) for each input whose current document failed; the failed
-    document stays as it is, listed in the input's history. Starts the batch's next round."""
+    document stays as it is, listed in the input's history. Starts the batch's next round and
+    registers the new documents' ``prepare`` (and the intake run, when inputs were reset)."""
+    session = uow.session
     batch = lock_batch(session, batch_id)
     assert batch is not None
     if batch.state not in _RETRYABLE_BATCH_STATES:
         raise BatchConflict("batch_not_retryable", f"a {batch.state} batch cannot be retried")
-    states = [DocumentState.FAILED.value] + ([DocumentState.PARTIAL.value] if include_partial else [])
+    states = [DocumentState.FAILED] + ([DocumentState.PARTIAL] if include_partial else [])
     rows = session.execute(
         select(BatchItem, Document)
         .join(Document, Document.id == BatchItem.document_id)
@@ -180,11 +211,11 @@ def retry_failed(session: Session, batch_id: uuid.UUID, *, include_partial: bool
         update(BatchItem)
         .where(
             BatchItem.batch_id == batch_id,
-            BatchItem.state == ItemState.REJECTED.value,
+            BatchItem.state == ItemState.REJECTED,
             BatchItem.error_code.in_(RETRYABLE_ITEM_REASONS),
         )
         .values(
-            state=ItemState.PENDING.value,
+            state=ItemState.PENDING,
             fetch_attempts=0,
             error_code=None,
             error_message=None,
@@ -196,14 +227,17 @@ def retry_failed(session: Session, batch_id: uuid.UUID, *, include_partial: bool
     batch.round += 1
     batch.finished_at = None
     batch.updated_at = func.now()
-    if retried.inputs_reset and batch.kind != BatchKind.UPLOADS.value:
-        batch.state = BatchState.EXPANDING.value
+    if retried.inputs_reset and batch.kind != BatchKind.UPLOADS:
+        batch.state = BatchState.EXPANDING
         batch.intake_attempts = 0
         batch.intake_dispatched_at = func.now()
         retried.needs_intake = True
-    elif batch.state == BatchState.COMPLETED.value:
-        batch.state = BatchState.RUNNING.value
+        uow.outbox.expand_batch(batch.id)
+    elif batch.state == BatchState.COMPLETED:
+        batch.state = BatchState.RUNNING
     session.flush()
+    for document in retried.documents:
+        uow.outbox.prepare(document.id, document.request_id, Lane(document.priority))
     return retried
 
 
@@ -212,7 +246,7 @@ def _next_attempt(failed: Document) -> Document:
     return Document(
         id=uuid.uuid4(),
         tenant_id=failed.tenant_id,
-        state=DocumentState.RECEIVED.value,
+        state=DocumentState.RECEIVED,
         filename=failed.filename,
         size_bytes=failed.size_bytes,
         sha256=failed.sha256,

@@ -22,9 +22,10 @@ from scriptorium.acceptance import Accepted, Dedup, DocumentSpec, accept_documen
 from scriptorium.batches.completion import enter_terminal, finish_batch_if_done, lock_batch
 from scriptorium.batches.states import BatchState, IntakeReason, ItemState
 from scriptorium.db.models import Batch, BatchItem, Document, Event
-from scriptorium.queueing import Publisher
+from scriptorium.leases import expired, lease_until, seconds_ago
 from scriptorium.states import DocumentState
 from scriptorium.storage import StoredObject, raw_key
+from scriptorium.unit_of_work import UnitOfWork
 
 _NAMESPACE = uuid.UUID("5d0c6a43-1f6e-4be8-9a0f-2f3bd4d3c1a7")
 
@@ -32,10 +33,6 @@ _NAMESPACE = uuid.UUID("5d0c6a43-1f6e-4be8-9a0f-2f3bd4d3c1a7")
 def first_document_id(batch_id: uuid.UUID, seq: int) -> uuid.UUID:
     """The id of an input's first document: the same on every run, so its raw key is too."""
     return uuid.uuid5(_NAMESPACE, f"{batch_id}:{seq}")
-
-
-def _interval(seconds: float) -> Any:
-    return func.make_interval(0, 0, 0, 0, 0, 0, seconds)
 
 
 @dataclass(frozen=True)
@@ -56,13 +53,13 @@ def claim_intake(session: Session, batch_id: uuid.UUID, *, lease_s: int, max_att
         update(Batch)
         .where(
             Batch.id == batch_id,
-            Batch.state == BatchState.EXPANDING.value,
+            Batch.state == BatchState.EXPANDING,
             Batch.intake_attempts < max_attempts,
-            or_(Batch.intake_lease_expires_at.is_(None), Batch.intake_lease_expires_at < func.now()),
+            or_(Batch.intake_lease_expires_at.is_(None), expired(Batch.intake_lease_expires_at)),
         )
         .values(
             intake_attempts=Batch.intake_attempts + 1,
-            intake_lease_expires_at=func.now() + _interval(lease_s),
+            intake_lease_expires_at=lease_until(lease_s),
             updated_at=func.now(),
         )
         .returning(Batch.id)
@@ -84,7 +81,7 @@ def hand_over(session: Session, batch_id: uuid.UUID, *, failed: bool = False) ->
     if not failed:
         values["intake_attempts"] = 0
     result = session.execute(
-        update(Batch).where(Batch.id == batch_id, Batch.state == BatchState.EXPANDING.value).values(**values)
+        update(Batch).where(Batch.id == batch_id, Batch.state == BatchState.EXPANDING).values(**values)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -94,7 +91,7 @@ def add_items(
 ) -> int:
     """Append inputs after the batch's last one (under its row lock); returns how many were added."""
     batch = lock_batch(session, batch_id)
-    if batch is None or batch.state != BatchState.EXPANDING.value:
+    if batch is None or batch.state != BatchState.EXPANDING:
         return 0
     if items:
         first = batch.inputs_total + 1
@@ -136,7 +133,7 @@ def awaiting_preparation(session: Session, batch_id: uuid.UUID) -> int:
             .select_from(Document)
             .where(
                 Document.batch_id == batch_id,
-                Document.state.in_((DocumentState.RECEIVED.value, DocumentState.PREPARING.value)),
+                Document.state.in_((DocumentState.RECEIVED, DocumentState.PREPARING)),
                 Document.duplicate_of.is_(None),
             )
         ).scalar_one()
@@ -149,7 +146,7 @@ def pending_items(session: Session, batch_id: uuid.UUID, *, after_seq: int, limi
             select(BatchItem)
             .where(
                 BatchItem.batch_id == batch_id,
-                BatchItem.state == ItemState.PENDING.value,
+                BatchItem.state == ItemState.PENDING,
                 BatchItem.seq > after_seq,
             )
             .order_by(BatchItem.seq)
@@ -162,12 +159,11 @@ def _lock_expanding(session: Session, batch_id: uuid.UUID) -> bool:
     state = session.execute(
         select(Batch.state).where(Batch.id == batch_id).with_for_update(key_share=True)
     ).scalar_one_or_none()
-    return state == BatchState.EXPANDING.value
+    return state == BatchState.EXPANDING
 
 
 def ingest_item(
-    session: Session,
-    publisher: Publisher,
+    uow: UnitOfWork,
     *,
     batch: Batch,
     item: BatchItem,
@@ -180,8 +176,8 @@ def ingest_item(
     document_id = first_document_id(batch.id, item.seq)
     if stored.key != input_key(batch, item.seq):
         raise ValueError("an input's bytes must be stored under input_key()")
-    if session.get(Document, document_id) is not None:  # a run that died after its commit
-        session.rollback()
+    if uow.session.get(Document, document_id) is not None:  # a run that died after its commit
+        uow.rollback()
         return None
     document = new_document(
         document_id=document_id,
@@ -204,10 +200,10 @@ def ingest_item(
             .where(
                 BatchItem.batch_id == batch.id,
                 BatchItem.seq == item.seq,
-                BatchItem.state == ItemState.PENDING.value,
+                BatchItem.state == ItemState.PENDING,
             )
             .values(
-                state=ItemState.INGESTED.value,
+                state=ItemState.INGESTED,
                 document_id=created.id,
                 size_bytes=stored.size,
                 sha256=stored.sha256,
@@ -218,9 +214,9 @@ def ingest_item(
             raise _AlreadyHandled
 
     try:
-        return accept_document(session, publisher, document, dedup=dedup, before_commit=link)
+        return accept_document(uow, document, dedup=dedup, before_commit=link)
     except _AlreadyHandled:
-        session.rollback()
+        uow.rollback()
         return None
 
 
@@ -238,11 +234,9 @@ def reject_item(
 ) -> None:
     session.execute(
         update(BatchItem)
-        .where(
-            BatchItem.batch_id == batch_id, BatchItem.seq == seq, BatchItem.state == ItemState.PENDING.value
-        )
+        .where(BatchItem.batch_id == batch_id, BatchItem.seq == seq, BatchItem.state == ItemState.PENDING)
         .values(
-            state=ItemState.REJECTED.value,
+            state=ItemState.REJECTED,
             error_code=str(reason),
             error_message=message,
             updated_at=func.now(),
@@ -256,9 +250,7 @@ def count_fetch_failure(
     """Note a transient failure to fetch an input; rejects it once attempts run out (returns True)."""
     attempts = session.execute(
         update(BatchItem)
-        .where(
-            BatchItem.batch_id == batch_id, BatchItem.seq == seq, BatchItem.state == ItemState.PENDING.value
-        )
+        .where(BatchItem.batch_id == batch_id, BatchItem.seq == seq, BatchItem.state == ItemState.PENDING)
         .values(fetch_attempts=BatchItem.fetch_attempts + 1, updated_at=func.now())
         .returning(BatchItem.fetch_attempts)
     ).scalar_one_or_none()
@@ -271,16 +263,16 @@ def count_fetch_failure(
 def finish_intake(session: Session, batch_id: uuid.UUID) -> Event | None:
     """Every input is known and none is pending: the batch runs (and may already be done)."""
     batch = lock_batch(session, batch_id)
-    if batch is None or batch.state != BatchState.EXPANDING.value or not batch.inputs_complete:
+    if batch is None or batch.state != BatchState.EXPANDING or not batch.inputs_complete:
         return None
     pending = session.execute(
         select(func.count())
         .select_from(BatchItem)
-        .where(BatchItem.batch_id == batch_id, BatchItem.state == ItemState.PENDING.value)
+        .where(BatchItem.batch_id == batch_id, BatchItem.state == ItemState.PENDING)
     ).scalar_one()
     if pending:
         return None
-    batch.state = BatchState.RUNNING.value
+    batch.state = BatchState.RUNNING
     batch.intake_lease_expires_at = None
     batch.intake_attempts = 0
     batch.updated_at = func.now()
@@ -292,13 +284,13 @@ def fail_intake(session: Session, batch_id: uuid.UUID, reason: IntakeReason, mes
     """Intake cannot go on. With no document made yet the batch fails; otherwise the inputs left
     are rejected with the reason and the batch runs to completion with what it has."""
     batch = lock_batch(session, batch_id)
-    if batch is None or batch.state != BatchState.EXPANDING.value:
+    if batch is None or batch.state != BatchState.EXPANDING:
         return None
     session.execute(
         update(BatchItem)
-        .where(BatchItem.batch_id == batch_id, BatchItem.state == ItemState.PENDING.value)
+        .where(BatchItem.batch_id == batch_id, BatchItem.state == ItemState.PENDING)
         .values(
-            state=ItemState.REJECTED.value,
+            state=ItemState.REJECTED,
             error_code=reason.value,
             error_message=message,
             updated_at=func.now(),
@@ -313,7 +305,7 @@ def fail_intake(session: Session, batch_id: uuid.UUID, reason: IntakeReason, mes
     ).scalar_one()
     if not made_documents:
         return enter_terminal(session, batch, BatchState.FAILED)
-    batch.state = BatchState.RUNNING.value
+    batch.state = BatchState.RUNNING
     session.flush()
     return finish_batch_if_done(session, batch_id)
 
@@ -326,14 +318,13 @@ def stalled_intake(
     rows = session.execute(
         select(Batch.id, Batch.intake_attempts)
         .where(
-            Batch.state == BatchState.EXPANDING.value,
+            Batch.state == BatchState.EXPANDING,
             or_(
                 and_(
                     Batch.intake_lease_expires_at.is_(None),
-                    func.coalesce(Batch.intake_dispatched_at, Batch.created_at)
-                    < func.now() - _interval(lost_after_s),
+                    func.coalesce(Batch.intake_dispatched_at, Batch.created_at) < seconds_ago(lost_after_s),
                 ),
-                Batch.intake_lease_expires_at < func.now(),
+                expired(Batch.intake_lease_expires_at),
             ),
         )
         .with_for_update(skip_locked=True, key_share=True)

@@ -12,11 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
+from scriptorium.errors import DomainError
 from scriptorium.sources import normalise_etag
 
 
-class NotificationInvalid(ValueError):
+class NotificationInvalid(DomainError):
     """The body is not an S3 event notification."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_notification", message)
 
 
 @dataclass(frozen=True)

@@ -6,26 +6,28 @@ from scriptorium.batches.states import ItemOutcome, ItemState
 from scriptorium.states import DocumentState
 
 _ITEM_OUTCOMES = {
-    ItemState.PENDING.value: ItemOutcome.PENDING,
-    ItemState.REJECTED.value: ItemOutcome.REJECTED,
-    ItemState.SKIPPED.value: ItemOutcome.SKIPPED,
-    ItemState.CANCELLED.value: ItemOutcome.CANCELLED,
+    ItemState.PENDING: ItemOutcome.PENDING,
+    ItemState.REJECTED: ItemOutcome.REJECTED,
+    ItemState.SKIPPED: ItemOutcome.SKIPPED,
+    ItemState.CANCELLED: ItemOutcome.CANCELLED,
 }
 _DOCUMENT_OUTCOMES = {
-    DocumentState.COMPLETED.value: ItemOutcome.DONE,
-    DocumentState.PARTIAL.value: ItemOutcome.PARTIAL,
-    DocumentState.FAILED.value: ItemOutcome.FAILED,
-    DocumentState.CANCELLED.value: ItemOutcome.CANCELLED,
+    DocumentState.COMPLETED: ItemOutcome.DONE,
+    DocumentState.PARTIAL: ItemOutcome.PARTIAL,
+    DocumentState.FAILED: ItemOutcome.FAILED,
+    DocumentState.CANCELLED: ItemOutcome.CANCELLED,
 }
 
 
-def item_outcome(item_state: str, document_state: str | None, *, duplicate: bool = False) -> ItemOutcome:
+def item_outcome(
+    item_state: ItemState, document_state: DocumentState | None, *, duplicate: bool = False
+) -> ItemOutcome:
     """``duplicate``: the document reused an earlier document's result (it has ``duplicate_of``)."""
     if item_state in _ITEM_OUTCOMES:
-        return _ITEM_OUTCOMES[item_state]
+        return _ITEM_OUTCOMES[ItemState(item_state)]
     if document_state is None:
         return ItemOutcome.PENDING
-    outcome = _DOCUMENT_OUTCOMES.get(document_state, ItemOutcome.IN_PROGRESS)
+    outcome = _DOCUMENT_OUTCOMES.get(DocumentState(document_state), ItemOutcome.IN_PROGRESS)
     if outcome is ItemOutcome.DONE and duplicate:
         return ItemOutcome.DUPLICATE
     return outcome

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from scriptorium.errors import DomainError
+
 
 class BatchKind(StrEnum):
     UPLOADS = "uploads"  # the client uploads files into it one by one (the CLI), then closes it
@@ -89,10 +91,9 @@ class IntakeReason(StrEnum):
     CANCELLED = "cancelled"
 
 
-class IntakeRefused(Exception):
+class IntakeRefused(DomainError):
     """An input or a whole batch that cannot be ingested as sent; permanent."""
 
     def __init__(self, reason: IntakeReason, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
+        super().__init__(reason, message)
         self.reason = reason
-        self.message = message

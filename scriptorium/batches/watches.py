@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from scriptorium.acceptance import DocumentOptions
 from scriptorium.batches.states import IntakeReason, WatchObjectState
 from scriptorium.db.models import Watch, WatchObject
+from scriptorium.leases import expired, lease_until, seconds_ago
 
 TOKEN_PREFIX = "wt_"  # noqa: S105 - the marker of a watch token, not a secret
 _NAMESPACE = uuid.UUID("a3f61b2e-59d4-4c8e-8d62-0e7c39d5b8f1")
@@ -114,7 +115,7 @@ def record_objects(
                 "key": obj.key,
                 "etag": obj.etag,
                 "size_bytes": obj.size,
-                "state": WatchObjectState.PENDING.value,
+                "state": WatchObjectState.PENDING,
                 "fetch_attempts": 0,
                 seen_column: func.now(),
             }
@@ -141,7 +142,7 @@ def due_for_polling(session: Session, *, interval_s: float, limit: int) -> list[
                 Watch.deleted_at.is_(None),
                 or_(
                     Watch.polled_at.is_(None),
-                    Watch.polled_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, interval_s),
+                    Watch.polled_at < seconds_ago(interval_s),
                 ),
             )
             .order_by(Watch.polled_at.nulls_first())
@@ -177,10 +178,10 @@ def claim_objects(session: Session, watch_id: uuid.UUID, *, limit: int, lease_s:
         .where(
             WatchObject.watch_id == watch_id,
             or_(
-                WatchObject.state == WatchObjectState.PENDING.value,
+                WatchObject.state == WatchObjectState.PENDING,
                 and_(
-                    WatchObject.state == WatchObjectState.INGESTING.value,
-                    WatchObject.claimed_until < func.now(),
+                    WatchObject.state == WatchObjectState.INGESTING,
+                    expired(WatchObject.claimed_until),
                 ),
             ),
         )
@@ -193,8 +194,8 @@ def claim_objects(session: Session, watch_id: uuid.UUID, *, limit: int, lease_s:
         update(WatchObject)
         .where(WatchObject.id == due.c.id)
         .values(
-            state=WatchObjectState.INGESTING.value,
-            claimed_until=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, lease_s),
+            state=WatchObjectState.INGESTING,
+            claimed_until=lease_until(lease_s),
             updated_at=func.now(),
         )
         .returning(WatchObject.id, WatchObject.key, WatchObject.etag, WatchObject.claimed_until)
@@ -205,7 +206,7 @@ def claim_objects(session: Session, watch_id: uuid.UUID, *, limit: int, lease_s:
 def _held(claim: ObjectClaim) -> tuple[Any, ...]:
     return (
         WatchObject.id == claim.object_id,
-        WatchObject.state == WatchObjectState.INGESTING.value,
+        WatchObject.state == WatchObjectState.INGESTING,
         WatchObject.claimed_until == claim.claimed_until,
     )
 
@@ -221,7 +222,7 @@ def mark_ingested(session: Session, claim: ObjectClaim, document_id: uuid.UUID, 
         update(WatchObject)
         .where(*_held(claim))
         .values(
-            state=WatchObjectState.INGESTED.value,
+            state=WatchObjectState.INGESTED,
             document_id=document_id,
             size_bytes=size,
             claimed_until=None,
@@ -235,7 +236,7 @@ def reject_object(session: Session, claim: ObjectClaim, reason: IntakeReason | s
         update(WatchObject)
         .where(*_held(claim))
         .values(
-            state=WatchObjectState.REJECTED.value,
+            state=WatchObjectState.REJECTED,
             error_code=str(reason),
             error_message=message,
             claimed_until=None,
@@ -250,7 +251,7 @@ def release_after_failure(session: Session, claim: ObjectClaim, *, max_attempts:
         update(WatchObject)
         .where(*_held(claim))
         .values(
-            state=WatchObjectState.PENDING.value,
+            state=WatchObjectState.PENDING,
             fetch_attempts=WatchObject.fetch_attempts + 1,
             claimed_until=None,
             error_message=message,
@@ -261,10 +262,10 @@ def release_after_failure(session: Session, claim: ObjectClaim, *, max_attempts:
     if attempts is not None and attempts >= max_attempts:
         session.execute(
             update(WatchObject)
-            .where(WatchObject.id == claim.object_id, WatchObject.state == WatchObjectState.PENDING.value)
+            .where(WatchObject.id == claim.object_id, WatchObject.state == WatchObjectState.PENDING)
             .values(
-                state=WatchObjectState.REJECTED.value,
-                error_code=IntakeReason.SOURCE_UNAVAILABLE.value,
+                state=WatchObjectState.REJECTED,
+                error_code=IntakeReason.SOURCE_UNAVAILABLE,
                 updated_at=func.now(),
             )
         )

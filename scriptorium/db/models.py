@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     Identity,
@@ -31,8 +33,15 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from scriptorium.batches.states import BatchKind, BatchState, ItemState, WatchObjectState
-from scriptorium.states import TERMINAL_DOCUMENT_STATES, DocumentState, EventType, Lane, PageState
-from scriptorium.webhooks.states import DeliveryState
+from scriptorium.states import (
+    ACTIVE_PAGE_STATES,
+    TERMINAL_DOCUMENT_STATES,
+    DocumentState,
+    EventType,
+    Lane,
+    PageState,
+)
+from scriptorium.webhooks.states import DUE_STATES, DeliveryState
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -44,7 +53,24 @@ NAMING_CONVENTION = {
 
 
 def _in(column: str, values: Any) -> str:
+    """A CHECK constraint or partial-index predicate over enum values: ``state IN ('a', 'b')``."""
     return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+def _values(enum: type[StrEnum]) -> list[str]:
+    return [member.value for member in enum]
+
+
+def _enum(enum: type[StrEnum], length: int = 16) -> Enum:
+    """A state column: stored as its string value (the CHECK constraint lists them), read as the enum."""
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=_values,
+        validate_strings=True,
+    )
 
 
 class Base(DeclarativeBase):
@@ -111,7 +137,7 @@ class Document(Base):
         Index(
             "ix_documents_waiting_duplicates",
             "duplicate_of",
-            postgresql_where=text("duplicate_of IS NOT NULL AND state = 'received'"),
+            postgresql_where=text(f"duplicate_of IS NOT NULL AND {_in('state', [DocumentState.RECEIVED])}"),
         ),
         Index(
             "ix_documents_fair_share",
@@ -119,16 +145,18 @@ class Document(Base):
             "tenant_id",
             "created_at",
             "id",
-            postgresql_where=text("state = 'processing'"),
+            postgresql_where=text(_in("state", [DocumentState.PROCESSING])),
         ),
         Index(
-            "ix_documents_active", "tenant_id", postgresql_where=text("state IN ('preparing', 'processing')")
+            "ix_documents_active",
+            "tenant_id",
+            postgresql_where=text(_in("state", [DocumentState.PREPARING, DocumentState.PROCESSING])),
         ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
-    state: Mapped[str] = mapped_column(String(16), default=DocumentState.RECEIVED.value)
+    state: Mapped[DocumentState] = mapped_column(_enum(DocumentState), default=DocumentState.RECEIVED)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     filename: Mapped[str | None] = mapped_column(String(1024))
     kind: Mapped[str | None] = mapped_column(String(16))  # sniffed type
@@ -143,8 +171,8 @@ class Document(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
     webhook_url: Mapped[str | None] = mapped_column(String(2048))  # signed with the tenant's secret
     batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"), index=True)
-    priority: Mapped[str] = mapped_column(
-        String(16), default=Lane.INTERACTIVE.value, server_default=Lane.INTERACTIVE.value
+    priority: Mapped[Lane] = mapped_column(
+        _enum(Lane), default=Lane.INTERACTIVE, server_default=Lane.INTERACTIVE
     )
     # Same bytes + options (see scriptorium/dedup.py); None when the document may not be reused.
     dedup_fingerprint: Mapped[str | None] = mapped_column(String(64))
@@ -178,10 +206,6 @@ class Document(Base):
 
     pages: Mapped[list[Page]] = relationship(back_populates="document", order_by="Page.page_no")
 
-    @property
-    def document_state(self) -> DocumentState:
-        return DocumentState(self.state)
-
 
 class Page(Base):
     __tablename__ = "pages"
@@ -192,24 +216,24 @@ class Page(Base):
             "ix_pages_work",
             "state",
             "dispatched_at",
-            postgresql_where=text("state IN ('queued', 'running')"),
+            postgresql_where=text(_in("state", ACTIVE_PAGE_STATES)),
         ),
         Index(
             "ix_pages_batchable",
             "planned_mode",
             "dispatched_at",
-            postgresql_where=text("state = 'queued'"),
+            postgresql_where=text(_in("state", [PageState.QUEUED])),
         ),
         Index(
             "ix_pages_lease",
             "lease_expires_at",
-            postgresql_where=text("state = 'running'"),
+            postgresql_where=text(_in("state", [PageState.RUNNING])),
         ),
     )
 
     document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id"), primary_key=True)
     page_no: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1-based page of the file
-    state: Mapped[str] = mapped_column(String(16), default=PageState.QUEUED.value)
+    state: Mapped[PageState] = mapped_column(_enum(PageState), default=PageState.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer)
     lease_token: Mapped[uuid.UUID | None] = mapped_column(UUID)
@@ -250,10 +274,6 @@ class Page(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     document: Mapped[Document] = relationship(back_populates="pages")
-
-    @property
-    def page_state(self) -> PageState:
-        return PageState(self.state)
 
 
 class Event(Base):
@@ -359,7 +379,7 @@ class WebhookDelivery(Base):
         Index(
             "ix_webhook_deliveries_due",
             "next_attempt_at",
-            postgresql_where=text("state IN ('pending', 'retrying')"),
+            postgresql_where=text(_in("state", DUE_STATES)),
         ),
         Index("ix_webhook_deliveries_tenant_created", "tenant_id", "created_at", "id"),
     )
@@ -373,7 +393,7 @@ class WebhookDelivery(Base):
     url: Mapped[str | None] = mapped_column(String(2048))  # the document's (batch's) webhook_url
     event_type: Mapped[str] = mapped_column(String(64))
     message_id: Mapped[str] = mapped_column(String(64))  # webhook-id: the same on every attempt and replay
-    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING.value)
+    state: Mapped[DeliveryState] = mapped_column(_enum(DeliveryState), default=DeliveryState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # every attempt ever started
     failures: Mapped[int] = mapped_column(Integer, default=0)  # since the last success or replay
     next_attempt_at: Mapped[datetime] = _now()
@@ -434,14 +454,18 @@ class Batch(Base):
         CheckConstraint(_in("kind", BatchKind), name="kind"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_batches_tenant_idempotency"),
         Index("ix_batches_tenant_created", "tenant_id", "created_at", "id"),
-        Index("ix_batches_expanding", "intake_dispatched_at", postgresql_where=text("state = 'expanding'")),
+        Index(
+            "ix_batches_expanding",
+            "intake_dispatched_at",
+            postgresql_where=text(_in("state", [BatchState.EXPANDING])),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[BatchState] = mapped_column(_enum(BatchState))
     round: Mapped[int] = mapped_column(Integer, default=1)  # retry-failed starts the next round
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_id: Mapped[str | None] = mapped_column(String(64))
@@ -470,7 +494,12 @@ class BatchItem(Base):
     __tablename__ = "batch_items"
     __table_args__ = (
         CheckConstraint(_in("state", ItemState), name="state"),
-        Index("ix_batch_items_pending", "batch_id", "seq", postgresql_where=text("state = 'pending'")),
+        Index(
+            "ix_batch_items_pending",
+            "batch_id",
+            "seq",
+            postgresql_where=text(_in("state", [ItemState.PENDING])),
+        ),
     )
 
     batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.id"), primary_key=True)
@@ -478,7 +507,7 @@ class BatchItem(Base):
     name: Mapped[str] = mapped_column(Text)  # the archive path, object key or manifest URI
     origin: Mapped[dict[str, Any]] = mapped_column(JSONB)  # where its bytes are: staged key or source object
     options: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # per-input overrides (manifest)
-    state: Mapped[str] = mapped_column(String(16), default=ItemState.PENDING.value)
+    state: Mapped[ItemState] = mapped_column(_enum(ItemState), default=ItemState.PENDING)
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     sha256: Mapped[str | None] = mapped_column(String(64))
     document_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("documents.id"), index=True)
@@ -523,7 +552,7 @@ class WatchObject(Base):
             "ix_watch_objects_due",
             "watch_id",
             "claimed_until",
-            postgresql_where=text("state IN ('pending', 'ingesting')"),
+            postgresql_where=text(_in("state", [WatchObjectState.PENDING, WatchObjectState.INGESTING])),
         ),
     )
 
@@ -532,7 +561,7 @@ class WatchObject(Base):
     key: Mapped[str] = mapped_column(String(1024))
     etag: Mapped[str] = mapped_column(String(128))
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    state: Mapped[str] = mapped_column(String(16), default=WatchObjectState.PENDING.value)
+    state: Mapped[WatchObjectState] = mapped_column(_enum(WatchObjectState), default=WatchObjectState.PENDING)
     notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # seen by a notification
     listed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # seen by polling
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from scriptorium.errors import DomainError
 from scriptorium.settings import WebhookSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -67,8 +68,11 @@ BLOCKED_NETWORKS: tuple[tuple[IPNetwork, str], ...] = tuple(
 )
 
 
-class TargetRefused(ValueError):
+class TargetRefused(DomainError):
     """The URL or an address it resolves to may not receive webhooks."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_webhook_url", message)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from scriptorium.db.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookTenantSecret
+from scriptorium.errors import Conflict
+from scriptorium.leases import expired, lease_until
 from scriptorium.webhooks.endpoints import active_secrets
 from scriptorium.webhooks.payloads import render_body
 from scriptorium.webhooks.schedule import AttemptResult, RetryPolicy, Verdict
@@ -60,11 +62,8 @@ class _Target:
     signing_secrets: tuple[str, ...]
 
 
-class ReplayRefused(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class ReplayRefused(Conflict):
+    """The delivery cannot be replayed (e.g. its endpoint is disabled)."""
 
 
 def database_now(session: Session) -> datetime:
@@ -79,7 +78,7 @@ def claim_due(session: Session, *, limit: int, lease_s: int, public_url: str) ->
         .where(
             WebhookDelivery.state.in_(DUE_STATES),
             WebhookDelivery.next_attempt_at <= func.now(),
-            or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < func.now()),
+            or_(WebhookDelivery.lease_expires_at.is_(None), expired(WebhookDelivery.lease_expires_at)),
         )
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(limit)
@@ -91,7 +90,7 @@ def claim_due(session: Session, *, limit: int, lease_s: int, public_url: str) ->
         .where(WebhookDelivery.id == due.c.id)
         .values(
             lease_token=func.gen_random_uuid(),
-            lease_expires_at=func.now() + timedelta(seconds=lease_s),
+            lease_expires_at=lease_until(lease_s),
             attempts=WebhookDelivery.attempts + 1,
             updated_at=func.now(),
         )
@@ -200,7 +199,7 @@ def _give_up(session: Session, row: Any, reason: str, url: str, now: datetime) -
         update(WebhookDelivery)
         .where(WebhookDelivery.id == row.id)
         .values(
-            state=DeliveryState.DEAD.value,
+            state=DeliveryState.DEAD,
             lease_token=None,
             lease_expires_at=None,
             last_status_code=None,
@@ -237,15 +236,15 @@ def record_attempt(
         "updated_at": func.now(),
     }
     if decision.verdict is Verdict.DELIVERED:
-        values.update(state=DeliveryState.DELIVERED.value, failures=0, delivered_at=func.now())
+        values.update(state=DeliveryState.DELIVERED, failures=0, delivered_at=func.now())
     elif decision.verdict is Verdict.RETRY:
         values.update(
-            state=DeliveryState.RETRYING.value,
+            state=DeliveryState.RETRYING,
             failures=claim.failures_before + 1,
             next_attempt_at=func.now() + timedelta(seconds=decision.delay_s),
         )
     else:
-        values.update(state=DeliveryState.DEAD.value, failures=claim.failures_before + 1)
+        values.update(state=DeliveryState.DEAD, failures=claim.failures_before + 1)
         if decision.verdict is Verdict.GONE:
             values["last_error"] = GONE_REASON
     updated = session.execute(
@@ -281,7 +280,7 @@ def replay(session: Session, tenant_id: uuid.UUID, delivery_id: uuid.UUID) -> We
         endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
         if endpoint is None or endpoint.deleted_at is not None or not endpoint.enabled:
             raise ReplayRefused("endpoint_disabled", "the endpoint is disabled or deleted; enable it first")
-    delivery.state = DeliveryState.PENDING.value
+    delivery.state = DeliveryState.PENDING
     delivery.failures = 0
     delivery.next_attempt_at = func.now()
     delivery.lease_token = None

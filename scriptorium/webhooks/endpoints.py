@@ -16,12 +16,16 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from scriptorium.db.models import WebhookEndpoint, WebhookTenantSecret
+from scriptorium.errors import DomainError
 from scriptorium.webhooks.signing import generate_secret
 from scriptorium.webhooks.states import SUBSCRIBABLE_EVENTS
 
 
-class UnknownEventType(ValueError):
+class UnknownEventType(DomainError):
     """An event type nobody can subscribe to."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_event_types", message)
 
 
 def normalise_event_types(event_types: Iterable[str] | None) -> list[str]:

@@ -18,5 +18,5 @@ class DeliveryState(StrEnum):
         return self in (DeliveryState.DELIVERED, DeliveryState.DEAD)
 
 
-DUE_STATES = (DeliveryState.PENDING.value, DeliveryState.RETRYING.value)
+DUE_STATES = (DeliveryState.PENDING, DeliveryState.RETRYING)
 SUBSCRIBABLE_EVENTS = tuple(event.value for event in EventType)

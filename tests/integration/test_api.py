@@ -191,3 +191,20 @@ def test_openapi_is_published(client: TestClient) -> None:
     assert "/v1/documents" in schema["paths"]
     assert "/v1/documents/{document_id}/pages/{page_no}" in schema["paths"]
     json.dumps(schema)
+
+
+def test_an_unexpected_error_answers_500_in_the_error_envelope(
+    settings: Settings, store: ObjectStore
+) -> None:
+    app = create_app(settings)
+
+    @app.get("/v1/boom")
+    def boom() -> None:
+        raise RuntimeError("internal detail that must not leak")
+
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        response = test_client.get("/v1/boom")
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {"code": "internal_error", "message": "the request failed unexpectedly; it was logged"}
+    }

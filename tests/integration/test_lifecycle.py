@@ -12,21 +12,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Document, Event, Page, UsageEntry
-from scriptorium.lifecycle import (
-    AttemptRecord,
-    PageOutcome,
-    Recorded,
-    cancel_document,
-    claim_batch_companions,
-    claim_page,
-    extend_leases,
-    lock_document,
-    plan_dispatch,
-    record_page_outcome,
-    sweep,
-)
+from scriptorium.dispatch import dispatch_pages
+from scriptorium.lifecycle.claims import claim_batch_companions, claim_page, extend_leases
+from scriptorium.lifecycle.documents import cancel_document, lock_document
+from scriptorium.lifecycle.recording import AttemptRecord, PageOutcome, Recorded, record_page_outcome
+from scriptorium.lifecycle.sweeping import sweep
 from scriptorium.states import DocumentState
 from tests.support import builders
+from tests.support.units import RecordingSink, unit_of_work
 
 
 def _attempt(mode: str = "base", output: int = 50, escalation: bool = False) -> AttemptRecord:
@@ -62,11 +55,11 @@ def test_an_expired_lease_can_be_taken_over_and_the_stale_write_is_refused(
     with sessions.begin() as session:
         fresh = claim_page(session, document_id, 1, owner="w2", lease_s=60)
     assert stale is not None and fresh is not None and fresh.attempt == 2
-    with sessions.begin() as session:
-        assert not record_page_outcome(session, stale, _done()).written
-        assert extend_leases(session, [stale], lease_s=60) == {(document_id, 1)}
-    with sessions.begin() as session:
-        assert record_page_outcome(session, fresh, _done()) == Recorded(written=True)
+    with unit_of_work(sessions) as uow:
+        assert not record_page_outcome(uow, stale, _done()).written
+        assert extend_leases(uow.session, [stale], lease_s=60) == {(document_id, 1)}
+    with unit_of_work(sessions) as uow:
+        assert record_page_outcome(uow, fresh, _done()) == Recorded(written=True)
     with sessions() as session:
         page = session.get(Page, (document_id, 1))
         assert page is not None and page.state == "done" and page.lease_token is None
@@ -77,10 +70,10 @@ def test_the_last_page_finishes_the_document_exactly_once_with_totals(
 ) -> None:
     events = []
     for page_no in (1, 2, 3):
-        with sessions.begin() as session:
-            claim = claim_page(session, document_id, page_no, owner="w", lease_s=60)
+        with unit_of_work(sessions) as uow:
+            claim = claim_page(uow.session, document_id, page_no, owner="w", lease_s=60)
             assert claim is not None
-            events.append(record_page_outcome(session, claim, _done(_attempt(output=10 * page_no))).event)
+            events.append(record_page_outcome(uow, claim, _done(_attempt(output=10 * page_no))).event)
     assert events[:2] == [None, None]
     assert isinstance(events[2], Event) and events[2].type == "document.completed"
     with sessions() as session:
@@ -117,8 +110,8 @@ def test_concurrent_last_pages_emit_one_event(sessions: sessionmaker[Session]) -
 
     def finish(claim: object) -> None:
         barrier.wait()
-        with sessions.begin() as session:
-            results.append(record_page_outcome(session, claim, _done()).event)  # type: ignore[arg-type]
+        with unit_of_work(sessions) as uow:
+            results.append(record_page_outcome(uow, claim, _done()).event)  # type: ignore[arg-type]
 
     threads = [threading.Thread(target=finish, args=(claim,)) for claim in claims]
     for thread in threads:
@@ -133,12 +126,10 @@ def test_concurrent_last_pages_emit_one_event(sessions: sessionmaker[Session]) -
 def test_escalation_attempts_are_each_accounted(
     sessions: sessionmaker[Session], document_id: uuid.UUID
 ) -> None:
-    with sessions.begin() as session:
-        claim = claim_page(session, document_id, 1, owner="w", lease_s=60)
+    with unit_of_work(sessions) as uow:
+        claim = claim_page(uow.session, document_id, 1, owner="w", lease_s=60)
         assert claim is not None
-        record_page_outcome(
-            session, claim, _done(_attempt("tiny", 300), _attempt("small", 200, escalation=True))
-        )
+        record_page_outcome(uow, claim, _done(_attempt("tiny", 300), _attempt("small", 200, escalation=True)))
     with sessions() as session:
         page = session.get(Page, (document_id, 1))
         assert page is not None
@@ -167,14 +158,14 @@ def test_cancel_stops_queued_pages_and_fences_running_ones(
 ) -> None:
     with sessions.begin() as session:
         running = claim_page(session, document_id, 1, owner="w", lease_s=60)
-    with sessions.begin() as session:
-        document = lock_document(session, document_id)
+    with unit_of_work(sessions) as uow:
+        document = lock_document(uow.session, document_id)
         assert document is not None
-        event = cancel_document(session, document)
+        event = cancel_document(uow, document)
         assert event is not None and event.type == "document.cancelled"
-    with sessions.begin() as session:
-        assert claim_page(session, document_id, 2, owner="w", lease_s=60) is None
-        assert running is not None and not record_page_outcome(session, running, _done()).written
+    with unit_of_work(sessions) as uow:
+        assert claim_page(uow.session, document_id, 2, owner="w", lease_s=60) is None
+        assert running is not None and not record_page_outcome(uow, running, _done()).written
     with sessions() as session:
         states = session.execute(select(Page.state).where(Page.document_id == document_id)).scalars().all()
         assert set(states) == {"cancelled"}
@@ -191,8 +182,8 @@ def test_sweeper_requeues_expired_leases_and_kills_exhausted_pages(sessions: ses
         )
         claim_page(session, document_id, 2, owner="w", lease_s=1)
     time.sleep(1.2)
-    with sessions.begin() as session:
-        report, _ = sweep(session, lost_after_s=300, prepare_attempts=3)
+    with unit_of_work(sessions) as uow:
+        report = sweep(uow, lost_after_s=300, prepare_attempts=3)
     assert report.dead >= 1 and report.requeued >= 1
     with sessions() as session:
         page1 = session.get(Page, (document_id, 1))
@@ -206,19 +197,20 @@ def test_dispatch_keeps_the_broker_shallow(sessions: sessionmaker[Session]) -> N
         session.execute(update(Page).where(Page.state == "queued").values(state="cancelled"))
         owner = builders.tenant(session).tenant
         builders.document_with_pages(session, owner, pages=10, dispatched=False)
-    with sessions.begin() as session:
-        first = plan_dispatch(session, depth=4, lost_after_s=300)
-    with sessions.begin() as session:
-        second = plan_dispatch(session, depth=4, lost_after_s=300)
+    first, second = RecordingSink(), RecordingSink()
+    with unit_of_work(sessions, first) as uow:
+        dispatch_pages(uow, depth=4, lost_after_s=300)
+    with unit_of_work(sessions, second) as uow:
+        dispatch_pages(uow, depth=4, lost_after_s=300)
     assert len(first.pages) == 4
     assert second.pages == []
 
 
 def test_the_usage_ledger_is_append_only(sessions: sessionmaker[Session], document_id: uuid.UUID) -> None:
-    with sessions.begin() as session:
-        claim = claim_page(session, document_id, 1, owner="w", lease_s=60)
+    with unit_of_work(sessions) as uow:
+        claim = claim_page(uow.session, document_id, 1, owner="w", lease_s=60)
         assert claim is not None
-        record_page_outcome(session, claim, _done())
+        record_page_outcome(uow, claim, _done())
     with pytest.raises(DBAPIError, match="append-only"), sessions.begin() as session:
         session.execute(text("UPDATE usage_ledger SET output_tokens = 0"))
     with pytest.raises(DBAPIError, match="append-only"), sessions.begin() as session:
@@ -226,11 +218,11 @@ def test_the_usage_ledger_is_append_only(sessions: sessionmaker[Session], docume
 
 
 def test_terminal_states_are_final(sessions: sessionmaker[Session], document_id: uuid.UUID) -> None:
-    with sessions.begin() as session:
-        document = lock_document(session, document_id)
+    with unit_of_work(sessions) as uow:
+        document = lock_document(uow.session, document_id)
         assert document is not None
-        cancel_document(session, document)
-    with sessions.begin() as session:
-        document = lock_document(session, document_id)
-        assert document is not None and document.state == DocumentState.CANCELLED.value
-        assert cancel_document(session, document) is None
+        cancel_document(uow, document)
+    with unit_of_work(sessions) as uow:
+        document = lock_document(uow.session, document_id)
+        assert document is not None and document.state == DocumentState.CANCELLED
+        assert cancel_document(uow, document) is None

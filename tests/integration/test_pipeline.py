@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Page
+from scriptorium.messages import Outbox
 from scriptorium.queueing import Publisher, create_celery
 from scriptorium.settings import Settings
 from scriptorium.storage import ObjectStore
@@ -143,11 +144,13 @@ def test_duplicate_page_messages_produce_one_result(
     document = client.upload(corpus / "pdf-real" / "normal_4pages.pdf")
     client.wait_terminal(document["id"])
     publisher = Publisher(create_celery(settings))
+    outbox = Outbox()
 
     runs_before = len(_engine_events(fleet))
     for _ in range(3):
         for page_no in (1, 2, 3, 4):
-            publisher.send_ocr(uuid.UUID(document["id"]), page_no, None)
+            outbox.ocr(uuid.UUID(document["id"]), page_no, None)
+    publisher.publish(outbox.take())
     time.sleep(3)
     assert len(_engine_events(fleet)) == runs_before
     with sessions() as session:

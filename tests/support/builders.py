@@ -9,7 +9,7 @@ from sqlalchemy import func
 from sqlalchemy.orm import Session
 
 from scriptorium.db.models import Document, Page, Tenant
-from scriptorium.lifecycle import AttemptRecord, PageOutcome
+from scriptorium.lifecycle.recording import AttemptRecord, PageOutcome
 from scriptorium.modes import Mode, token_geometry
 from scriptorium.states import DocumentState, PageState
 from scriptorium.tenants import IssuedKey, create_tenant
@@ -49,7 +49,7 @@ def document_with_pages(
             Page(
                 document_id=document.id,
                 page_no=page_no,
-                state=PageState.QUEUED.value,
+                state=PageState.QUEUED,
                 max_attempts=max_attempts,
                 image_key=f"img/{page_no}",
                 width=1224,

@@ -17,10 +17,12 @@ import httpx
 from sqlalchemy import select
 
 from scriptorium.db.models import Document
-from scriptorium.db.session import make_engine, make_session_factory, transaction
-from scriptorium.lifecycle import TERMINAL_DOCUMENT_VALUES, cancel_document, lock_document
+from scriptorium.db.session import make_engine, make_session_factory
+from scriptorium.lifecycle.documents import cancel_document, lock_document
 from scriptorium.settings import DatabaseSettings
+from scriptorium.states import TERMINAL_DOCUMENT_STATES
 from tests.support.services import free_port, wait_for
+from tests.support.units import unit_of_work
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTORIUM = [sys.executable, "-m", "scriptorium.cli"]
@@ -160,20 +162,20 @@ def cancel_leftover_work(database_url: str) -> int:
     """
     engine = make_engine(DatabaseSettings(url=database_url))
     try:
-        with transaction(make_session_factory(engine)) as session:
+        with unit_of_work(make_session_factory(engine)) as uow:
             open_ids = (
-                session.execute(
+                uow.session.execute(
                     select(Document.id)
-                    .where(Document.state.not_in(TERMINAL_DOCUMENT_VALUES))
+                    .where(Document.state.not_in(TERMINAL_DOCUMENT_STATES))
                     .order_by(Document.id)
                 )
                 .scalars()
                 .all()
             )
             for document_id in open_ids:
-                document = lock_document(session, document_id)
+                document = lock_document(uow.session, document_id)
                 if document is not None:
-                    cancel_document(session, document)
+                    cancel_document(uow, document)
         return len(open_ids)
     finally:
         engine.dispose()

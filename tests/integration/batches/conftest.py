@@ -19,11 +19,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from scriptorium.db.models import Batch, BatchItem, Document, Event, Page, Tenant
-from scriptorium.lifecycle import claim_page, lock_document, record_page_outcome
+from scriptorium.lifecycle.claims import claim_page
+from scriptorium.lifecycle.documents import lock_document
+from scriptorium.lifecycle.recording import record_page_outcome
 from scriptorium.settings import IntakeSettings, Settings, SourceSettings
 from scriptorium.states import DocumentState, PageState
 from tests.support import builders
 from tests.support.services import S3Server
+from tests.support.units import unit_of_work
 from worker.runtime import WorkerRuntime
 
 SOURCE = "archive"
@@ -148,12 +151,12 @@ def start_processing(sessions: sessionmaker[Session], document_id: uuid.UUID) ->
     """What preparation leaves behind: one queued page, the document processing."""
     with sessions.begin() as session:
         document = lock_document(session, document_id)
-        assert document is not None and document.state == DocumentState.RECEIVED.value
+        assert document is not None and document.state == DocumentState.RECEIVED
         session.add(
             Page(
                 document_id=document_id,
                 page_no=1,
-                state=PageState.QUEUED.value,
+                state=PageState.QUEUED,
                 max_attempts=3,
                 image_key="unused",
                 width=96,
@@ -164,7 +167,7 @@ def start_processing(sessions: sessionmaker[Session], document_id: uuid.UUID) ->
                 dispatched_at=func.now(),
             )
         )
-        document.state = DocumentState.PROCESSING.value
+        document.state = DocumentState.PROCESSING
         document.pages_total = 1
         document.started_at = func.now()
 
@@ -175,8 +178,8 @@ def read_page(sessions: sessionmaker[Session], document_id: uuid.UUID, *, fail: 
         claim = claim_page(session, document_id, 1, owner="test", lease_s=60)
         assert claim is not None
     outcome = builders.page_outcome(fail=fail, mode="tiny")
-    with sessions.begin() as session:
-        return record_page_outcome(session, claim, outcome).event
+    with unit_of_work(sessions) as uow:
+        return record_page_outcome(uow, claim, outcome).event
 
 
 def finish_document(sessions: sessionmaker[Session], document_id: uuid.UUID, *, fail: bool = False) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.batches.expansion import claim_intake, first_document_id, stalled_intake
 from scriptorium.db.models import Batch, Document, Tenant
-from scriptorium.lifecycle import plan_dispatch
+from scriptorium.dispatch import admit_and_dispatch
 from scriptorium.storage import ObjectStore, raw_key
 from tests.integration.batches.conftest import (
     SOURCE,
@@ -36,6 +36,7 @@ from tests.integration.batches.conftest import (
 )
 from tests.support import builders
 from tests.support.invariants import assert_invariants
+from tests.support.units import unit_of_work
 from tests.unit.batches.conftest import tar_bytes, zip_bytes
 from worker import ingestion as worker_ingestion
 from worker.ingestion import expand_batch
@@ -423,8 +424,8 @@ def test_identical_inputs_are_read_once_and_reported_as_duplicates(
     assert original is not None and copy is not None and copy.duplicate_of == original.id
     finish_document(sessions, original.id)
     finish_document(sessions, documents["b.png"].id)  # type: ignore[union-attr]
-    with sessions.begin() as session:  # what the sweeper or the next dispatch does
-        plan_dispatch(session, depth=16, lost_after_s=60)
+    with unit_of_work(sessions) as uow:  # what the sweeper or the next dispatch does
+        admit_and_dispatch(uow, depth=16, lost_after_s=60)
     report = _report(api, headers, created["id"])
     assert [(row["input"], row["outcome"], row["duplicate_of"]) for row in report["items"]] == [
         ("a.png", "done", None),

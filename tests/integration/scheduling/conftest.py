@@ -10,15 +10,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Document, Page, Tenant, TenantUsage, UsageEntry
-from scriptorium.lifecycle import (
-    AttemptRecord,
-    DispatchPlan,
-    claim_page,
-    plan_dispatch,
-    record_page_outcome,
-)
+from scriptorium.dispatch import admit_and_dispatch
+from scriptorium.lifecycle.claims import claim_page
+from scriptorium.lifecycle.recording import AttemptRecord, record_page_outcome
 from scriptorium.states import DocumentState, PageState
 from tests.support import builders
+from tests.support.units import RecordingSink, unit_of_work
 
 LOST_AFTER_S = 300
 
@@ -27,13 +24,11 @@ LOST_AFTER_S = 300
 def quiet_queue(sessions: sessionmaker[Session]) -> None:
     """Dispatch is global: work other tests left behind must not take this test's slots."""
     with sessions.begin() as session:
-        session.execute(
-            update(Page).where(Page.state == PageState.QUEUED.value).values(state=PageState.CANCELLED.value)
-        )
+        session.execute(update(Page).where(Page.state == PageState.QUEUED).values(state=PageState.CANCELLED))
         session.execute(
             update(Document)
-            .where(Document.state == DocumentState.PAUSED.value)
-            .values(state=DocumentState.CANCELLED.value)
+            .where(Document.state == DocumentState.PAUSED)
+            .values(state=DocumentState.CANCELLED)
         )
 
 
@@ -62,9 +57,12 @@ def backlog(
         ).id
 
 
-def dispatch(sessions: sessionmaker[Session], *, depth: int) -> DispatchPlan:
-    with sessions.begin() as session:
-        return plan_dispatch(session, depth=depth, lost_after_s=LOST_AFTER_S)
+def dispatch(sessions: sessionmaker[Session], *, depth: int) -> RecordingSink:
+    """One admission and dispatch pass; the sink holds the messages it sent."""
+    sink = RecordingSink()
+    with unit_of_work(sessions, sink) as uow:
+        admit_and_dispatch(uow, depth=depth, lost_after_s=LOST_AFTER_S)
+    return sink
 
 
 def read_page(
@@ -75,14 +73,14 @@ def read_page(
     revision: str = "rev-1",
 ) -> bool:
     """Claim a page and record a result the way a GPU worker does; False when it could not be claimed."""
-    with sessions.begin() as session:
-        claim = claim_page(session, document_id, page_no, owner="test", lease_s=60)
+    with unit_of_work(sessions) as uow:
+        claim = claim_page(uow.session, document_id, page_no, owner="test", lease_s=60)
         if claim is None:
             return False
         outcome = builders.page_outcome(
             *attempts, markdown=f"page {page_no} of {document_id}", revision=revision
         )
-        record_page_outcome(session, claim, outcome)
+        record_page_outcome(uow, claim, outcome)
     return True
 
 

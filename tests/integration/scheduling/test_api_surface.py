@@ -13,11 +13,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from scriptorium.db.models import Document, Tenant
-from scriptorium.lifecycle import admit_duplicate
+from scriptorium.lifecycle.documents import admit_duplicate
 from scriptorium.settings import Settings
+from scriptorium.states import DocumentState
 from scriptorium.storage import ObjectStore
 from tests.integration.scheduling.conftest import backlog, document, read_page
 from tests.support import builders
+from tests.support.units import unit_of_work
 
 pytestmark = pytest.mark.integration
 
@@ -121,12 +123,12 @@ def test_a_completed_duplicate_serves_its_original_s_pages(
     owner, auth = _tenant(sessions)
     original = backlog(sessions, owner, pages=2)
     assert read_page(sessions, original, 1) and read_page(sessions, original, 2)
-    with sessions.begin() as session:
-        duplicate = builders.document_with_pages(session, owner, pages=0)
-        duplicate.state = "received"
-        source = session.get(Document, original)
+    with unit_of_work(sessions) as uow:
+        duplicate = builders.document_with_pages(uow.session, owner, pages=0)
+        duplicate.state = DocumentState.RECEIVED
+        source = uow.session.get(Document, original)
         assert source is not None
-        admit_duplicate(session, duplicate, source)
+        admit_duplicate(uow, duplicate, source)
         duplicate_id = duplicate.id
 
     status = client.get(f"/v1/documents/{duplicate_id}", headers=auth).json()

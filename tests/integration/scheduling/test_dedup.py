@@ -10,17 +10,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Document, Event, Tenant, UsageEntry
 from scriptorium.dedup import announce_revision, find_original, served_revision
-from scriptorium.lifecycle import (
-    admit_duplicate,
-    cancel_document,
-    claim_document_for_prepare,
-    lock_document,
-    sweep,
-)
+from scriptorium.lifecycle.claims import claim_document_for_prepare
+from scriptorium.lifecycle.documents import admit_duplicate
+from scriptorium.lifecycle.sweeping import sweep
 from scriptorium.states import DocumentState
 from tests.integration.scheduling.conftest import dispatch, document, new_tenant, read_page
 from tests.support import builders
 from tests.support.invariants import assert_invariants
+from tests.support.units import RecordingSink, cancel, unit_of_work
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("quiet_queue")]
 
@@ -48,10 +45,11 @@ def _read_document(
 
 def _upload(sessions: sessionmaker[Session], owner: Tenant, fingerprint: str) -> uuid.UUID:
     """What the API does for an upload with dedup on: look the fingerprint up, admit as a duplicate."""
-    with sessions.begin() as session:
+    with unit_of_work(sessions) as uow:
+        session = uow.session
         new = Document(
             tenant_id=owner.id,
-            state=DocumentState.RECEIVED.value,
+            state=DocumentState.RECEIVED,
             size_bytes=1,
             sha256="0" * 64,
             raw_key="unused",
@@ -64,7 +62,7 @@ def _upload(sessions: sessionmaker[Session], owner: Tenant, fingerprint: str) ->
         session.add(new)
         session.flush()
         if original is not None:
-            admit_duplicate(session, new, original)
+            admit_duplicate(uow, new, original)
         return new.id
 
 
@@ -92,7 +90,7 @@ def test_an_upload_matching_a_completed_original_is_completed_at_once_and_costs_
     duplicate = _upload(sessions, owner, fingerprint)
 
     reused = document(sessions, duplicate)
-    assert reused.state == DocumentState.COMPLETED.value and reused.duplicate_of == original
+    assert reused.state == DocumentState.COMPLETED and reused.duplicate_of == original
     assert (reused.vision_tokens, reused.output_tokens, reused.ocr_attempts, reused.pages_total) == (
         0,
         0,
@@ -133,18 +131,19 @@ def test_a_duplicate_waits_for_an_unfinished_original_and_completes_with_it(
     duplicate = _upload(sessions, owner, fingerprint)
 
     waiting = document(sessions, duplicate)
-    assert waiting.state == DocumentState.RECEIVED.value and waiting.duplicate_of == original
-    with sessions.begin() as session:  # it is never prepared: no claim, no re-send by the sweeper
-        assert claim_document_for_prepare(session, duplicate, lease_s=60, max_attempts=3) is None
-        _, repairs = sweep(session, lost_after_s=0, prepare_attempts=3)
-        assert duplicate not in [document_id for document_id, _ in repairs.documents]
+    assert waiting.state == DocumentState.RECEIVED and waiting.duplicate_of == original
+    sink = RecordingSink()
+    with unit_of_work(sessions, sink) as uow:  # it is never prepared: no claim, no re-send by the sweeper
+        assert claim_document_for_prepare(uow.session, duplicate, lease_s=60, max_attempts=3) is None
+        sweep(uow, lost_after_s=0, prepare_attempts=3)
+    assert duplicate not in [document_id for document_id, _ in sink.documents]
 
     _read_document(sessions, original, 2, "rev-1")
-    assert document(sessions, duplicate).state == DocumentState.RECEIVED.value
+    assert document(sessions, duplicate).state == DocumentState.RECEIVED
     dispatch(sessions, depth=16)  # the next dispatch (after every page, every sweep) settles it
 
     reused = document(sessions, duplicate)
-    assert reused.state == DocumentState.COMPLETED.value and reused.duplicate_of == original
+    assert reused.state == DocumentState.COMPLETED and reused.duplicate_of == original
     assert _events(sessions, duplicate) == ["document.completed"] and _ledger_rows(sessions, duplicate) == 0
     assert_invariants(sessions, [original, duplicate])
 
@@ -156,17 +155,14 @@ def test_when_the_original_is_cancelled_the_oldest_duplicate_is_read_and_the_oth
     original = _original(sessions, owner, fingerprint, pages=0, state=DocumentState.RECEIVED)
     first, second = _upload(sessions, owner, fingerprint), _upload(sessions, owner, fingerprint)
     assert document(sessions, second).duplicate_of == original  # both wait on the root
-    with sessions.begin() as session:
-        locked = lock_document(session, original)
-        assert locked is not None
-        cancel_document(session, locked)
+    cancel(sessions, original)
 
     plan = dispatch(sessions, depth=16)
 
     assert [document_id for document_id, _ in plan.documents] == [first]  # sent to preparation
     promoted, follower = document(sessions, first), document(sessions, second)
-    assert promoted.state == DocumentState.RECEIVED.value and promoted.duplicate_of is None
-    assert follower.state == DocumentState.RECEIVED.value and follower.duplicate_of == first
+    assert promoted.state == DocumentState.RECEIVED and promoted.duplicate_of is None
+    assert follower.state == DocumentState.RECEIVED and follower.duplicate_of == first
     with sessions.begin() as session:
         assert find_original(session, owner.id, fingerprint).id == first  # type: ignore[union-attr]
         assert claim_document_for_prepare(session, first, lease_s=60, max_attempts=3) is not None
@@ -177,14 +173,11 @@ def test_cancelling_a_waiting_duplicate_leaves_its_original_alone(sessions: sess
     owner, fingerprint = new_tenant(sessions), _fingerprint()
     original = _original(sessions, owner, fingerprint, pages=1, state=DocumentState.PROCESSING)
     duplicate = _upload(sessions, owner, fingerprint)
-    with sessions.begin() as session:
-        locked = lock_document(session, duplicate)
-        assert locked is not None
-        cancel_document(session, locked)
+    cancel(sessions, duplicate)
 
     _read_document(sessions, original, 1, "rev-1")
     dispatch(sessions, depth=16)
 
-    assert document(sessions, original).state == DocumentState.COMPLETED.value
-    assert document(sessions, duplicate).state == DocumentState.CANCELLED.value
+    assert document(sessions, original).state == DocumentState.COMPLETED
+    assert document(sessions, duplicate).state == DocumentState.CANCELLED
     assert_invariants(sessions, [original, duplicate])

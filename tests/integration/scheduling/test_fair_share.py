@@ -9,20 +9,15 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Document
-from scriptorium.lifecycle import (
-    DispatchPlan,
-    cancel_document,
-    claim_batch_companions,
-    claim_page,
-    lock_document,
-)
+from scriptorium.lifecycle.claims import claim_batch_companions, claim_page
 from scriptorium.states import DocumentState, Lane
 from tests.integration.scheduling.conftest import backlog, dispatch, new_tenant, page_states, read_page
+from tests.support.units import RecordingSink, cancel
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("quiet_queue")]
 
 
-def _owners(sessions: sessionmaker[Session], plan: DispatchPlan) -> list[uuid.UUID]:
+def _owners(sessions: sessionmaker[Session], plan: RecordingSink) -> list[uuid.UUID]:
     """The tenant of each dispatched page, in dispatch order."""
     with sessions() as session:
         tenants = {
@@ -32,7 +27,7 @@ def _owners(sessions: sessionmaker[Session], plan: DispatchPlan) -> list[uuid.UU
     return [tenants[document_id] for document_id, _, _ in plan.pages]
 
 
-def _read_all(sessions: sessionmaker[Session], plan: DispatchPlan) -> None:
+def _read_all(sessions: sessionmaker[Session], plan: RecordingSink) -> None:
     for document_id, page_no, _ in plan.pages:
         assert read_page(sessions, document_id, page_no)
 
@@ -73,9 +68,10 @@ def test_a_tenant_with_pages_in_flight_waits_for_the_others_turns(sessions: sess
 
 def test_the_interactive_lane_is_not_blocked_by_a_full_bulk_lane(sessions: sessionmaker[Session]) -> None:
     archive, person = new_tenant(sessions), new_tenant(sessions)
-    bulk_document = backlog(sessions, archive, pages=20, priority=Lane.BULK.value)
+    bulk_document = backlog(sessions, archive, pages=20, priority=Lane.BULK)
     bulk = dispatch(sessions, depth=4)
-    assert len(bulk.pages) == 4 and set(bulk.lanes.values()) == {Lane.BULK}
+    assert len(bulk.pages) == 4
+    assert {bulk.lane_of(document_id) for document_id, _, _ in bulk.pages} == {Lane.BULK}
 
     interactive_document = backlog(sessions, person, pages=3)
     plan = dispatch(sessions, depth=4)
@@ -89,8 +85,8 @@ def test_batch_companions_take_interactive_pages_first_then_tenants_in_turn(
     sessions: sessionmaker[Session],
 ) -> None:
     first, second, person = new_tenant(sessions), new_tenant(sessions), new_tenant(sessions)
-    first_document = backlog(sessions, first, pages=5, priority=Lane.BULK.value)
-    second_document = backlog(sessions, second, pages=5, priority=Lane.BULK.value)
+    first_document = backlog(sessions, first, pages=5, priority=Lane.BULK)
+    second_document = backlog(sessions, second, pages=5, priority=Lane.BULK)
     interactive_document = backlog(sessions, person, pages=2)
     dispatch(sessions, depth=20)
 
@@ -112,9 +108,7 @@ def test_pages_of_a_paused_document_are_neither_dispatched_nor_claimed(
     paused = backlog(sessions, owner, pages=3)
     dispatch(sessions, depth=1)  # page 1 has a message in the broker
     with sessions.begin() as session:
-        session.execute(
-            update(Document).where(Document.id == paused).values(state=DocumentState.PAUSED.value)
-        )
+        session.execute(update(Document).where(Document.id == paused).values(state=DocumentState.PAUSED))
 
     assert dispatch(sessions, depth=10).pages == []
     assert not read_page(sessions, paused, 1)
@@ -128,10 +122,7 @@ def test_cancelling_frees_the_queued_slots_at_once(sessions: sessionmaker[Sessio
     cancelled = backlog(sessions, owner, pages=10)
     waiting = backlog(sessions, owner, pages=10)
     assert {document_id for document_id, _, _ in dispatch(sessions, depth=4).pages} == {cancelled}
-    with sessions.begin() as session:
-        locked = lock_document(session, cancelled)
-        assert locked is not None
-        cancel_document(session, locked)
+    cancel(sessions, cancelled)
 
     plan = dispatch(sessions, depth=4)
 

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Document, Tenant
-from scriptorium.idempotency import commit_or_replay, find_by_key
+from scriptorium.idempotency import find_by_key, insert_or_replay
 from tests.integration.scheduling.conftest import new_tenant
 
 pytestmark = pytest.mark.integration
@@ -43,17 +43,16 @@ def test_the_loser_of_a_race_on_a_key_answers_with_the_winner_s_row(sessions: se
     undone: list[bool] = []
     with sessions() as first, sessions() as second:
         winner, loser = _document(owner, key), _document(owner, key)
-        first.add(winner)
-        second.add(loser)  # both looked the key up before either committed
-        assert commit_or_replay(first, winner) == (winner, False)
-        answered, replayed = commit_or_replay(second, loser, undo=lambda: undone.append(True))
+        # both looked the key up before either committed
+        assert insert_or_replay(first, winner) == (winner, False)
+        first.commit()
+        answered, replayed = insert_or_replay(second, loser, undo=lambda: undone.append(True))
         assert replayed and answered.id == winner.id and undone == [True]
+        assert loser not in second  # the loser's insert was undone with its savepoint
 
 
 def test_other_integrity_errors_are_not_mistaken_for_a_replay(sessions: sessionmaker[Session]) -> None:
     orphan = _document(new_tenant(sessions), f"upload-{uuid.uuid4()}")
     orphan.tenant_id = uuid.uuid4()  # no such tenant: a foreign key error, not a key clash
-    with sessions() as session:
-        session.add(orphan)
-        with pytest.raises(IntegrityError):
-            commit_or_replay(session, orphan)
+    with sessions() as session, pytest.raises(IntegrityError):
+        insert_or_replay(session, orphan)

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Document, Tenant
-from scriptorium.lifecycle import cancel_document, claim_document_for_prepare, lock_document
+from scriptorium.lifecycle.claims import claim_document_for_prepare
 from scriptorium.quotas import hold_for_concurrency, quota_of, set_limits
 from scriptorium.states import DocumentState, Lane
 from tests.integration.scheduling.conftest import (
@@ -23,6 +23,7 @@ from tests.integration.scheduling.conftest import (
 from tests.support import builders
 from tests.support.builders import attempt
 from tests.support.invariants import assert_invariants
+from tests.support.units import cancel
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("quiet_queue")]
 
@@ -50,7 +51,7 @@ def test_a_page_budget_caps_dispatch_pauses_the_rest_and_resumes_when_raised(
     assert len(_read_dispatched(sessions)) == 3  # the budget, not the depth, bounds dispatch
     dispatch(sessions, depth=16)
     paused = document(sessions, document_id)
-    assert paused.state == DocumentState.PAUSED.value
+    assert paused.state == DocumentState.PAUSED
     assert paused.error_code == "page_budget_exhausted" and "raised" in (paused.error_message or "")
     assert not read_page(sessions, document_id, 4)  # its pages wait, even with a message in hand
     assert list(page_states(sessions, document_id).values()).count("queued") == 2
@@ -59,7 +60,7 @@ def test_a_page_budget_caps_dispatch_pauses_the_rest_and_resumes_when_raised(
     assert sorted(_read_dispatched(sessions)) == [(document_id, 4), (document_id, 5)]
 
     finished = document(sessions, document_id)
-    assert finished.state == DocumentState.COMPLETED.value and finished.error_code is None
+    assert finished.state == DocumentState.COMPLETED and finished.error_code is None
     with sessions() as session:
         assert quota_of(session, owner.id).pages_used == 5
     assert_usage_matches_ledger(sessions, owner.id)
@@ -76,12 +77,12 @@ def test_a_spent_token_budget_stops_dispatch_until_it_is_raised(sessions: sessio
 
     assert dispatch(sessions, depth=16).pages == []
     paused = document(sessions, document_id)
-    assert paused.state == DocumentState.PAUSED.value and paused.error_code == "token_budget_exhausted"
+    assert paused.state == DocumentState.PAUSED and paused.error_code == "token_budget_exhausted"
     assert not read_page(sessions, document_id, 3)
 
     _raise_limits(sessions, owner.id, token_budget=None)
     assert sorted(_read_dispatched(sessions)) == [(document_id, 3), (document_id, 4)]
-    assert document(sessions, document_id).state == DocumentState.COMPLETED.value
+    assert document(sessions, document_id).state == DocumentState.COMPLETED
     with sessions() as session:
         assert quota_of(session, owner.id).tokens_used == 4 * 296
     assert_usage_matches_ledger(sessions, owner.id)
@@ -110,12 +111,9 @@ def test_a_document_paused_by_a_budget_can_be_cancelled(sessions: sessionmaker[S
     document_id = backlog(sessions, owner, pages=3)
     _read_dispatched(sessions)
     dispatch(sessions, depth=16)
-    assert document(sessions, document_id).state == DocumentState.PAUSED.value
-    with sessions.begin() as session:
-        locked = lock_document(session, document_id)
-        assert locked is not None
-        cancel_document(session, locked)
-    assert document(sessions, document_id).state == DocumentState.CANCELLED.value
+    assert document(sessions, document_id).state == DocumentState.PAUSED
+    cancel(sessions, document_id)
+    assert document(sessions, document_id).state == DocumentState.CANCELLED
     assert sorted(page_states(sessions, document_id).values()) == ["cancelled", "cancelled", "done"]
     assert_invariants(sessions, [document_id])
 
@@ -142,7 +140,7 @@ def test_the_concurrency_limit_pauses_before_preparation_and_resumes_interactive
     assert _hold(sessions, older_bulk) and _hold(sessions, newer_interactive)
     for waiting in (older_bulk, newer_interactive):
         paused = document(sessions, waiting)
-        assert paused.state == DocumentState.PAUSED.value and paused.error_code == "concurrency_limit"
+        assert paused.state == DocumentState.PAUSED and paused.error_code == "concurrency_limit"
 
     plan = dispatch(sessions, depth=4)
     assert plan.documents == []  # no slot yet
@@ -151,9 +149,9 @@ def test_the_concurrency_limit_pauses_before_preparation_and_resumes_interactive
 
     assert [document_id for document_id, _ in plan.documents] == [newer_interactive]
     assert plan.lane_of(newer_interactive) is Lane.INTERACTIVE
-    assert document(sessions, older_bulk).state == DocumentState.PAUSED.value
+    assert document(sessions, older_bulk).state == DocumentState.PAUSED
     # Admitted: it holds the slot (a second pass admits nothing more) and its prepare message claims it.
-    assert document(sessions, newer_interactive).state == DocumentState.PREPARING.value
+    assert document(sessions, newer_interactive).state == DocumentState.PREPARING
     assert dispatch(sessions, depth=4).documents == []
     assert not _hold(sessions, newer_interactive)
     with sessions.begin() as session:
@@ -209,7 +207,7 @@ def test_documents_keep_their_lane(sessions: sessionmaker[Session]) -> None:
         )
         session.add(created)
         session.flush()
-        assert created.priority == Lane.INTERACTIVE.value  # the default lane
+        assert created.priority == Lane.INTERACTIVE  # the default lane
 
 
 def test_a_duplicate_waiting_for_its_original_is_not_held_for_a_slot(sessions: sessionmaker[Session]) -> None:
@@ -220,4 +218,4 @@ def test_a_duplicate_waiting_for_its_original_is_not_held_for_a_slot(sessions: s
             session, owner, pages=0, state=DocumentState.RECEIVED, duplicate_of=original
         ).id
     assert not _hold(sessions, waiting)  # it needs no slot: it is never prepared while it waits
-    assert document(sessions, waiting).state == DocumentState.RECEIVED.value
+    assert document(sessions, waiting).state == DocumentState.RECEIVED

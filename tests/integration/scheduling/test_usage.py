@@ -30,8 +30,8 @@ def billed(sessions: sessionmaker[Session]) -> tuple[Tenant, uuid.UUID, uuid.UUI
         batch = Batch(
             tenant_id=owner.id,
             name="archive",
-            kind=BatchKind.UPLOADS.value,
-            state=BatchState.RUNNING.value,
+            kind=BatchKind.UPLOADS,
+            state=BatchState.RUNNING,
             source={},
             options={},
         )

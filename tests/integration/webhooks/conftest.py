@@ -12,11 +12,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Event, Tenant, WebhookDelivery
-from scriptorium.lifecycle import PageClaim, claim_page, record_page_outcome
+from scriptorium.lifecycle.claims import PageClaim, claim_page
+from scriptorium.lifecycle.recording import record_page_outcome
 from scriptorium.settings import Settings, WebhookSettings
 from scriptorium.webhooks.states import DUE_STATES, DeliveryState
 from tests.integration.webhooks.receiver import Receiver, running_receiver
 from tests.support import builders
+from tests.support.units import unit_of_work
 
 TEST_WEBHOOKS: dict[str, Any] = {
     "allow_http": True,
@@ -71,7 +73,7 @@ def _no_delivery_outlives_its_test(sessions: sessionmaker[Session]) -> Iterator[
         session.execute(
             update(WebhookDelivery)
             .where(WebhookDelivery.state.in_(DUE_STATES))
-            .values(state=DeliveryState.DEAD.value, last_error="left over by a finished test")
+            .values(state=DeliveryState.DEAD, last_error="left over by a finished test")
         )
 
 
@@ -85,8 +87,8 @@ def claim(sessions: sessionmaker[Session], document_id: uuid.UUID, page_no: int)
 def record(sessions: sessionmaker[Session], claimed: PageClaim, *, fail: bool = False) -> None:
     """Record a claimed page's result through the product's guarded transition."""
     outcome = builders.page_outcome(fail=fail, markdown=f"SECRET PAGE TEXT {claimed.page_no}")
-    with sessions.begin() as session:
-        record_page_outcome(session, claimed, outcome)
+    with unit_of_work(sessions) as uow:
+        record_page_outcome(uow, claimed, outcome)
 
 
 def finished_document(

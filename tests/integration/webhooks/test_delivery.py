@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from scriptorium.lifecycle import PageClaim
+from scriptorium.lifecycle.claims import PageClaim
 from scriptorium.settings import Settings
 from scriptorium.webhooks.addresses import IPAddress
 from scriptorium.webhooks.deliveries import SentAttempt, claim_due, record_attempt

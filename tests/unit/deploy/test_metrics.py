@@ -67,10 +67,10 @@ def test_pages_escalations_and_preparation_are_counted() -> None:
 @pytest.mark.parametrize(
     ("state", "under_read", "recorded", "expected"),
     [
-        (PageState.DONE.value, False, True, "done"),
-        (PageState.DONE.value, True, True, "under_read"),
-        (PageState.FAILED.value, False, True, "failed"),
-        (PageState.DONE.value, False, False, "lease_lost"),
+        (PageState.DONE, False, True, "done"),
+        (PageState.DONE, True, True, "under_read"),
+        (PageState.FAILED, False, True, "failed"),
+        (PageState.DONE, False, False, "lease_lost"),
     ],
 )
 def test_page_outcome_labels(state: str, under_read: bool, recorded: bool, expected: str) -> None:
@@ -152,11 +152,11 @@ def test_the_backlog_is_read_from_postgres(fresh_sessions: sessionmaker[Session]
         owner = builders.tenant(session).tenant
         builders.document_with_pages(session, owner, pages=3, mode="base")
         busy = builders.document_with_pages(session, owner, pages=2, mode="gundam")
-        busy.pages[0].state = PageState.RUNNING.value
+        busy.pages[0].state = PageState.RUNNING
         builders.document_with_pages(session, owner, pages=0, state=DocumentState.RECEIVED)
         builders.document_with_pages(session, owner, pages=0, state=DocumentState.PREPARING)
         finished = builders.document_with_pages(session, owner, pages=1, state=DocumentState.COMPLETED)
-        finished.pages[0].state = PageState.DONE.value
+        finished.pages[0].state = PageState.DONE
     with fresh_sessions.begin() as session:
         backlog = metrics.read_backlog(session)
     assert backlog.queued_pages_by_mode == {"base": 3, "gundam": 1}

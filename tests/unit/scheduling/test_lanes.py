@@ -1,8 +1,8 @@
 import uuid
 
-from scriptorium.lifecycle import DispatchPlan
-from scriptorium.queueing import LANE_PRIORITY
+from scriptorium.messages import LANE_PRIORITY, Outbox
 from scriptorium.states import Lane
+from tests.support.units import RecordingSink
 
 
 def test_redis_serves_the_interactive_lane_first() -> None:
@@ -12,15 +12,15 @@ def test_redis_serves_the_interactive_lane_first() -> None:
     assert Lane.INTERACTIVE.rank < Lane.BULK.rank
 
 
-def test_plans_carry_each_document_s_lane_through_a_merge() -> None:
+def test_messages_carry_each_document_s_lane() -> None:
     bulk, interactive, unknown = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    plan = DispatchPlan()
-    plan.add_document(bulk, "req-1", Lane.BULK)
-    other = DispatchPlan(pages=[(interactive, 1, None)], lanes={interactive: Lane.INTERACTIVE})
-    plan.merge(other)
-    assert plan.documents == [(bulk, "req-1")] and plan.pages == [(interactive, 1, None)]
-    assert plan.lane_of(bulk) is Lane.BULK
-    assert plan.lane_of(interactive) is Lane.INTERACTIVE
-    assert plan.lane_of(unknown) is Lane.INTERACTIVE
-    assert plan
-    assert not DispatchPlan()
+    outbox = Outbox()
+    outbox.prepare(bulk, "req-1", Lane.BULK)
+    outbox.ocr(interactive, 1, None, Lane.INTERACTIVE)
+    sink = RecordingSink()
+    sink.publish(outbox.take())
+    assert sink.documents == [(bulk, "req-1")] and sink.pages == [(interactive, 1, None)]
+    assert sink.lane_of(bulk) is Lane.BULK
+    assert sink.lane_of(interactive) is Lane.INTERACTIVE
+    assert sink.lane_of(unknown) is Lane.INTERACTIVE
+    assert not outbox.messages

@@ -1,0 +1,43 @@
+"""Raw SQL the ORM cannot express well (fair share, admission): states bound as parameters, and the
+fragments several statements share.
+
+No state value is spelled inside a statement: each is a bind parameter named after its enum
+(``:page_queued``, ``:document_processing``, ``:lane_interactive``, ``:reason_concurrency_limit``)
+and :func:`params` fills in the ones a statement uses.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import TextClause
+
+from scriptorium.states import DocumentState, Lane, PageState
+
+_ENUM_PARAMS: dict[str, StrEnum] = {
+    **{f"page_{state.value}": state for state in PageState},
+    **{f"document_{state.value}": state for state in DocumentState},
+    **{f"lane_{lane.value}": lane for lane in Lane},
+}
+
+# A page message presumed still in the broker: queued, and sent less than ``lost_after_s`` ago.
+LIVE_PAGE_MESSAGE = (
+    "(p.state = :page_queued AND p.dispatched_at >= now() - make_interval(secs => :lost_after_s))"
+)
+# A queued page to send (again): never sent, or its message presumed lost.
+PAGE_MESSAGE_DUE = (
+    "(p.dispatched_at IS NULL OR p.dispatched_at < now() - make_interval(secs => :lost_after_s))"
+)
+
+
+def register(prefix: str, values: type[StrEnum]) -> None:
+    """Make another enum's values bindable as ``:<prefix>_<value>``."""
+    _ENUM_PARAMS.update({f"{prefix}_{member.value}": member for member in values})
+
+
+def params(statement: TextClause, **values: Any) -> dict[str, Any]:
+    """The bind parameters of ``statement``: the enum values it names, plus ``values``."""
+    names = statement._bindparams
+    bound = {name: _ENUM_PARAMS[name].value for name in names if name in _ENUM_PARAMS}
+    return {**bound, **values}
