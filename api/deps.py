@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError
 from api.ratelimit import RateLimiter
 from api.runtime import ApiRuntime
+from scriptorium.api_keys import KeyRefused, authenticate
 from scriptorium.db.models import Tenant
 from scriptorium.logging import bind_context
-from scriptorium.tenants import authenticate
 
 
 def get_runtime(request: Request) -> ApiRuntime:
@@ -47,11 +47,14 @@ def get_tenant(request: Request, session: SessionDep) -> Tenant:
             "send Authorization: Bearer <api key>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    tenant = authenticate(session, key.strip())
-    if tenant is None:
+    try:
+        api_key = authenticate(session, key.strip())
+    except KeyRefused as refused:
         raise ApiError(
-            401, "unauthorized", "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"}
-        )
+            refused.status, refused.code, refused.message, headers={"WWW-Authenticate": "Bearer"}
+        ) from refused
+    request.state.api_key_id = api_key.id  # the key this request came with (POST /v1/keys/rotate)
+    tenant = api_key.tenant
     bind_context(tenant=tenant.name)
     session.commit()  # end the read transaction before the request does real work
     _within_rate_limit(request, tenant)

@@ -1,11 +1,13 @@
-"""Tenants and their quotas, straight in the database (operators' commands)."""
+"""Tenants, their quotas and their API keys, straight in the database (operators' commands)."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -16,7 +18,7 @@ from scriptorium.cli.context import fail, settings
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from scriptorium.tenants import IssuedKey
+    from scriptorium.api_keys import IssuedKey, KeyInfo
 
 EXIT_OK, EXIT_REFUSED = 0, 1
 
@@ -35,14 +37,14 @@ def _transaction() -> Iterator[Session]:
 
 
 def _print_issued(issued: IssuedKey) -> None:
-    click.echo(f"tenant {issued.tenant.name} ({issued.tenant.id})", err=True)
+    click.echo(f"tenant {issued.tenant.name} ({issued.tenant.id}), key {issued.key_id}", err=True)
     click.echo("API key (shown once, store it now):", err=True)
     click.echo(issued.key)
 
 
 @click.group()
 def tenant() -> None:
-    """Manage tenants and their quotas."""
+    """Manage tenants, their quotas and API keys."""
 
 
 @tenant.command("create")
@@ -124,30 +126,121 @@ def given_limits(ctx: click.Context) -> dict[str, int | float | None]:
 @click.pass_context
 def tenant_quota(ctx: click.Context, /, name: str, **_: object) -> int:
     """Show tenant NAME's limits and usage; with options, change them (paused documents resume)."""
-    from sqlalchemy import select
-
-    from scriptorium.db.models import Tenant
+    from scriptorium.api_keys import TenantNotFound, tenant_named
     from scriptorium.lifecycle import DispatchPlan, plan_dispatch
     from scriptorium.queueing import Publisher, create_celery
     from scriptorium.quotas import quota_of, set_limits
 
     current_settings = settings()
     changes = given_limits(ctx)
-    with _transaction() as session:
-        owner = session.execute(select(Tenant).where(Tenant.name == name)).scalar_one_or_none()
-        if owner is None:
-            fail(f"no tenant {name!r}")
-            return EXIT_REFUSED
-        plan = DispatchPlan()
-        if changes:
-            set_limits(session, owner, **changes)
-            # Resume what the new limits admit now, not at the next sweep.
-            limits = current_settings.limits
-            plan = plan_dispatch(
-                session, depth=limits.dispatch_depth, lost_after_s=limits.lost_message_after_s
-            )
-        current = quota_of(session, owner.id)
+    try:
+        with _transaction() as session:
+            owner = tenant_named(session, name)
+            plan = DispatchPlan()
+            if changes:
+                set_limits(session, owner, **changes)
+                # Resume what the new limits admit now, not at the next sweep.
+                limits = current_settings.limits
+                plan = plan_dispatch(
+                    session, depth=limits.dispatch_depth, lost_after_s=limits.lost_message_after_s
+                )
+            current = quota_of(session, owner.id)
+    except TenantNotFound as error:
+        fail(error.message)
+        return EXIT_REFUSED
     if plan:
         Publisher(create_celery(current_settings)).publish(plan)
     click.echo(json.dumps({"tenant": name, **asdict(current)}, indent=2))
+    return EXIT_OK
+
+
+@tenant.group("key")
+def tenant_key() -> None:
+    """Issue, list, rotate and revoke a tenant's API keys (only their hashes are stored)."""
+
+
+@tenant_key.command("create")
+@click.argument("name")
+def key_create(name: str) -> int:
+    """Issue another API key for tenant NAME; prints the secret on stdout, once."""
+    from scriptorium.api_keys import TenantNotFound, create_key
+
+    try:
+        with _transaction() as session:
+            issued = create_key(session, name)
+    except TenantNotFound as error:
+        fail(error.message)
+        return EXIT_REFUSED
+    _print_issued(issued)
+    return EXIT_OK
+
+
+def _moment(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+
+def _key_table(keys: list[KeyInfo]) -> str:
+    lines = [f"{'id':<36}  {'prefix':<12}  {'state':<8}  {'created':<20}  {'last used':<20}  until"]
+    for key in keys:
+        until = key.revoked_at if key.revoked_at else key.expires_at
+        lines.append(
+            f"{key.id!s:<36}  {key.prefix:<12}  {key.state.value:<8}  {_moment(key.created_at):<20}  "
+            f"{_moment(key.last_used_at):<20}  {_moment(until)}"
+        )
+    return "\n".join(lines)
+
+
+@tenant_key.command("list")
+@click.argument("name")
+@click.option("--json", "json_output", is_flag=True, help="a JSON array instead of a table")
+def key_list(name: str, json_output: bool) -> int:
+    """List tenant NAME's keys: id, prefix, state, created, last used, revoked or expiring at."""
+    from scriptorium.api_keys import TenantNotFound, list_keys
+
+    try:
+        with _transaction() as session:
+            keys = list_keys(session, name)
+    except TenantNotFound as error:
+        fail(error.message)
+        return EXIT_REFUSED
+    click.echo(json.dumps([key.as_dict() for key in keys], indent=2) if json_output else _key_table(keys))
+    return EXIT_OK
+
+
+@tenant_key.command("revoke")
+@click.argument("key_id", type=click.UUID)
+def key_revoke(key_id: uuid.UUID) -> int:
+    """Revoke API key KEY_ID (from `tenant key list`): it stops authenticating at once."""
+    from scriptorium.api_keys import ApiKeyNotFound, revoke_key
+
+    try:
+        with _transaction() as session:
+            revoked = revoke_key(session, key_id)
+    except ApiKeyNotFound as error:
+        fail(error.message)
+        return EXIT_REFUSED
+    click.echo(json.dumps(revoked.as_dict(), indent=2))
+    return EXIT_OK
+
+
+@tenant_key.command("rotate")
+@click.argument("key_id", type=click.UUID)
+@click.option(
+    "--grace",
+    type=click.IntRange(min=0),
+    help="seconds the old key keeps working (default: api.key_rotation_grace_s)",
+)
+def key_rotate(key_id: uuid.UUID, grace: int | None) -> int:
+    """Replace API key KEY_ID: prints the new secret once; the old key expires after the grace period."""
+    from scriptorium.api_keys import ApiKeyError, rotate_key
+
+    grace_s = settings().api.key_rotation_grace_s if grace is None else grace
+    try:
+        with _transaction() as session:
+            issued = rotate_key(session, key_id, grace=timedelta(seconds=grace_s))
+    except ApiKeyError as error:
+        fail(error.message)
+        return EXIT_REFUSED
+    click.echo(f"key {key_id} keeps working for {grace_s} s", err=True)
+    _print_issued(issued)
     return EXIT_OK
