@@ -14,7 +14,7 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import func, select
@@ -55,6 +55,10 @@ class ApiKeyNotFound(ApiKeyError):
 
 class ApiKeyAlreadyRotated(ApiKeyError):
     status, code = 409, "api_key_already_rotated"
+
+
+class ApiKeyInactive(ApiKeyError):
+    status, code = 409, "api_key_inactive"
 
 
 class KeyRefused(ApiKeyError):
@@ -191,10 +195,11 @@ def rotate_key(session: Session, key_id: uuid.UUID, *, grace: timedelta) -> Issu
     now = _database_now(session)
     state = _state(row, now)
     if state in (KeyState.REVOKED, KeyState.EXPIRED):
-        raise ApiKeyAlreadyRotated(f"API key {key_id} is {state.value} and cannot be rotated")
+        raise ApiKeyInactive(f"API key {key_id} is {state.value} and cannot be rotated")
     if state is KeyState.EXPIRING:
+        expires_at = row.expires_at.astimezone(UTC).isoformat() if row.expires_at else ""
         raise ApiKeyAlreadyRotated(
-            f"API key {key_id} was already rotated and stops working at {row.expires_at:%Y-%m-%dT%H:%M:%SZ}; "
+            f"API key {key_id} was already rotated and stops working at {expires_at}; "
             "use the key the rotation returned"
         )
     row.expires_at = now + grace

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.app import create_app
 from scriptorium.api_keys import (
     ApiKeyAlreadyRotated,
+    ApiKeyInactive,
     ApiKeyNotFound,
     KeyRefused,
     KeyState,
@@ -99,8 +100,19 @@ def test_a_rotated_key_expires_after_its_grace_and_cannot_rotate_again(
         rotated = rotate_key(session, old_id, grace=timedelta(0))
     assert _refusal(sessions, old) == "api_key_expired"
     assert _refusal(sessions, rotated.key) is None
+    with sessions.begin() as session, pytest.raises(ApiKeyInactive):
+        rotate_key(session, old_id, grace=timedelta(hours=1))  # expired
+
+    with sessions.begin() as session:
+        newer = rotate_key(session, rotated.key_id, grace=timedelta(hours=1))
     with sessions.begin() as session, pytest.raises(ApiKeyAlreadyRotated):
-        rotate_key(session, old_id, grace=timedelta(hours=1))
+        rotate_key(session, rotated.key_id, grace=timedelta(hours=1))  # in its grace period
+    assert _refusal(sessions, rotated.key) is None and _refusal(sessions, newer.key) is None
+
+    with sessions.begin() as session:
+        revoke_key(session, rotated.key_id)
+    with sessions.begin() as session, pytest.raises(ApiKeyInactive):
+        rotate_key(session, rotated.key_id, grace=timedelta(hours=1))
 
 
 def _scriptorium(env: dict[str, str], *arguments: str) -> Result:
