@@ -125,6 +125,8 @@ def test_the_tenant_key_commands(env: dict[str, str], sessions: sessionmaker[Ses
     created = _scriptorium(env, "tenant", "create", name)
     assert created.exit_code == 0, created.output
     first = created.stdout.strip()
+    duplicate = _scriptorium(env, "tenant", "create", name)
+    assert duplicate.exit_code == 1 and "already exists" in duplicate.stderr
 
     issued = _scriptorium(env, "tenant", "key", "create", name)
     assert issued.exit_code == 0, issued.output
@@ -166,6 +168,7 @@ def test_the_tenant_key_commands_refuse_unknown_names_and_ids(env: dict[str, str
         ("tenant", "key", "list", missing),
         ("tenant", "key", "revoke", str(uuid.uuid4())),
         ("tenant", "key", "rotate", str(uuid.uuid4())),
+        ("tenant", "quota", missing),
     ):
         result = _scriptorium(env, *arguments)
         assert result.exit_code == 1, arguments
