@@ -127,7 +127,7 @@ def dev() -> None:
     """Developer tools."""
 
 
-@dev.command("tiny-checkpoint")
+@dev.command("tiny-checkpoint", short_help="Write a tiny random-weight checkpoint.")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True)
 def tiny_checkpoint(directory: Path, seed: int) -> int:

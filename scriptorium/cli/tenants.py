@@ -100,6 +100,7 @@ def given_limits(ctx: click.Context) -> dict[str, int | float | None]:
 
 @tenant.command(
     "quota",
+    short_help="Show or change a tenant's limits.",
     epilog="Each limit takes a number, or `none` for unlimited (the rate limits: the default).",
 )
 @click.argument("name")
@@ -154,12 +155,12 @@ def tenant_quota(ctx: click.Context, /, name: str, **_: object) -> int:
     return EXIT_OK
 
 
-@tenant.group("key")
+@tenant.group("key", short_help="Issue, list, rotate and revoke API keys.")
 def tenant_key() -> None:
     """Issue, list, rotate and revoke a tenant's API keys (only their hashes are stored)."""
 
 
-@tenant_key.command("create")
+@tenant_key.command("create", short_help="Issue another API key for a tenant (the secret is printed once).")
 @click.argument("name")
 def key_create(name: str) -> int:
     """Issue another API key for tenant NAME; prints the secret on stdout, once."""
@@ -190,7 +191,7 @@ def _key_table(keys: list[KeyInfo]) -> str:
     return "\n".join(lines)
 
 
-@tenant_key.command("list")
+@tenant_key.command("list", short_help="List a tenant's keys and their states.")
 @click.argument("name")
 @click.option("--json", "json_output", is_flag=True, help="a JSON array instead of a table")
 def key_list(name: str, json_output: bool) -> int:
@@ -207,7 +208,7 @@ def key_list(name: str, json_output: bool) -> int:
     return EXIT_OK
 
 
-@tenant_key.command("revoke")
+@tenant_key.command("revoke", short_help="Revoke a key: it stops authenticating at once.")
 @click.argument("key_id", type=click.UUID)
 def key_revoke(key_id: uuid.UUID) -> int:
     """Revoke API key KEY_ID (from `tenant key list`): it stops authenticating at once."""
@@ -223,7 +224,7 @@ def key_revoke(key_id: uuid.UUID) -> int:
     return EXIT_OK
 
 
-@tenant_key.command("rotate")
+@tenant_key.command("rotate", short_help="Replace a key; the old one works for a grace period.")
 @click.argument("key_id", type=click.UUID)
 @click.option(
     "--grace",
