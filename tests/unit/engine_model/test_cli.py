@@ -74,12 +74,16 @@ def test_ocr_prints_one_json_object_per_file(tmp_path: Path, tiny_checkpoint: Pa
     assert isinstance(page["blocks"], list)
 
 
-def test_ocr_reads_selected_pdf_pages_as_markdown(corpus_pdf: Path, tiny_checkpoint: Path) -> None:
+def test_ocr_reads_selected_pdf_pages_as_markdown_with_a_page_bar_on_a_terminal(
+    corpus_pdf: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats stderr as a terminal
     result = scriptorium(
         "ocr", str(corpus_pdf), "--model", str(tiny_checkpoint), "--mode", "tiny", "--pages", "2-3"
     )
     assert result.exit_code == 0, result.output
     assert result.stdout.count("<--- Page Split --->") == 1
+    assert "2/2" in result.stderr  # the bar stays on stderr; stdout is the markdown alone
 
 
 def test_ocr_json_for_a_pdf_has_page_sizes_at_the_render_dpi(corpus_pdf: Path, tiny_checkpoint: Path) -> None:
