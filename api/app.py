@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request, Response
 
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
-from api.routes import batches, documents, health, metrics, usage, watches, webhooks
+from api.routes import batches, documents, health, keys, metrics, usage, watches, webhooks
 from api.runtime import ApiRuntime
 from scriptorium import __version__
 from scriptorium.logging import bind_context, clear_context, get_logger
@@ -69,6 +69,7 @@ def create_app(settings: Settings, runtime: ApiRuntime | None = None) -> FastAPI
     app.include_router(watches.router)
     app.include_router(webhooks.router)
     app.include_router(usage.router)
+    app.include_router(keys.router)
     return app
 
 

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError
 from api.ratelimit import RateLimiter
 from api.runtime import ApiRuntime
+from scriptorium.api_keys import authenticate
 from scriptorium.db.models import Tenant
 from scriptorium.logging import bind_context
-from scriptorium.tenants import authenticate
 from scriptorium.unit_of_work import UnitOfWork
 
 
@@ -57,11 +57,9 @@ def get_tenant(request: Request, uow: UnitOfWorkDep) -> Tenant:
             "send Authorization: Bearer <api key>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    tenant = authenticate(uow.session, key.strip())
-    if tenant is None:
-        raise ApiError(
-            401, "unauthorized", "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"}
-        )
+    api_key = authenticate(uow.session, key.strip())  # KeyRefused (401) says why not
+    request.state.api_key_id = api_key.id  # the key this request came with (POST /v1/keys/rotate)
+    tenant = api_key.tenant
     bind_context(tenant=tenant.name)
     uow.commit()  # end the read transaction before the request does real work
     _within_rate_limit(request, tenant)

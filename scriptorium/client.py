@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-from tqdm import tqdm
+
+from scriptorium.progress import byte_progress, count_progress, note
 
 HASH_CHUNK = 1024 * 1024
 TERMINAL_BATCH_STATES = ("completed", "failed", "cancelled")
@@ -172,11 +173,12 @@ def _upload_all(
     """Upload files in parallel streams, printing ``<document id>\\t<path>`` for each accepted one."""
     lock = threading.Lock()
     total = sum(path.stat().st_size for path, _ in files)
-    with tqdm(total=total, unit="B", unit_scale=True, disable=not progress, file=sys.stderr) as bar:
+    with byte_progress(progress) as bar:
+        uploading = bar.add_task("uploading", total=total)
 
         def advance(n: int) -> None:
             with lock:
-                bar.update(n)
+                bar.advance(uploading, n)
 
         def one(path: Path, name: str) -> dict[str, Any]:
             key = f"cli-{batch_id}-{hashlib.sha256(name.encode()).hexdigest()[:40]}" if batch_id else None
@@ -192,10 +194,10 @@ def _upload_all(
                     document = future.result()
                 except (ApiFailure, httpx.HTTPError, OSError) as error:
                     summary.failed += 1
-                    tqdm.write(f"failed\t{path}\t{error}", file=sys.stderr)
+                    note(bar, f"failed\t{path}\t{error}")
                     continue
                 summary.uploaded += 1
-                tqdm.write(f"{document['id']}\t{path}", file=sys.stdout)
+                print(f"{document['id']}\t{path}", flush=True)
 
 
 def ingest_paths(
@@ -340,14 +342,15 @@ def describe(batch: dict[str, Any]) -> str:
 def follow_batch(client: ApiClient, batch_id: str, *, progress: bool, interval: float = 2.0) -> int:
     """Show the batch's progress until it is final; exit code 0 when it completed."""
     batch = client.batch(batch_id)
-    with tqdm(
-        total=max(1, batch["progress"]["inputs"]), unit="input", disable=not progress, file=sys.stderr
-    ) as bar:
+    with count_progress(progress) as bar:
+        inputs = bar.add_task(batch["state"], total=None)
         while True:
-            bar.total = max(1, batch["progress"]["inputs"])
-            bar.n = batch["progress"]["finished"]
-            bar.set_postfix_str(batch["state"])
-            bar.refresh()
+            bar.update(
+                inputs,
+                total=max(1, batch["progress"]["inputs"]),
+                completed=batch["progress"]["finished"],
+                description=batch["state"],
+            )
             if batch["state"] in TERMINAL_BATCH_STATES:
                 break
             time.sleep(interval)

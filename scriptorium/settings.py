@@ -97,6 +97,8 @@ class ApiSettings(BaseModel):
     port: int = 8000
     public_url: str = "http://localhost:8000"
     retry_after_s: int = 5
+    # How long a rotated API key keeps working next to its replacement.
+    key_rotation_grace_s: int = Field(default=86_400, ge=0)
 
 
 class WebhookSettings(BaseModel):

@@ -1,36 +1,12 @@
-"""Tenants and their API keys. Keys are shown once; only a SHA-256 of each is stored."""
+"""Tenants. Their API keys are in scriptorium/api_keys.py."""
 
 from __future__ import annotations
-
-import hashlib
-import hmac
-import secrets
-from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scriptorium.db.models import ApiKey, Tenant
-
-KEY_PREFIX = "sk"
-
-
-@dataclass(frozen=True)
-class IssuedKey:
-    tenant: Tenant
-    key: str  # the full key; never stored
-
-
-def _hash(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def issue_api_key(session: Session, tenant: Tenant) -> IssuedKey:
-    prefix = secrets.token_hex(6)
-    key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
-    session.add(ApiKey(tenant_id=tenant.id, prefix=prefix, key_hash=_hash(key)))
-    session.flush()
-    return IssuedKey(tenant=tenant, key=key)
+from scriptorium.api_keys import IssuedKey, issue_api_key
+from scriptorium.db.models import Tenant
 
 
 def create_tenant(session: Session, name: str) -> IssuedKey:
@@ -41,16 +17,3 @@ def create_tenant(session: Session, name: str) -> IssuedKey:
     session.add(tenant)
     session.flush()
     return issue_api_key(session, tenant)
-
-
-def authenticate(session: Session, key: str) -> Tenant | None:
-    """The tenant owning ``key``, or None for an unknown, malformed or revoked key."""
-    parts = key.split("_", 2)
-    if len(parts) != 3 or parts[0] != KEY_PREFIX:
-        return None
-    row = session.execute(
-        select(ApiKey).where(ApiKey.prefix == parts[1], ApiKey.revoked_at.is_(None))
-    ).scalar_one_or_none()
-    if row is None or not hmac.compare_digest(row.key_hash, _hash(key)):
-        return None
-    return row.tenant

@@ -8,11 +8,12 @@ from typing import Any
 from sqlalchemy import func
 from sqlalchemy.orm import Session
 
+from scriptorium.api_keys import IssuedKey
 from scriptorium.db.models import Document, Page, Tenant
 from scriptorium.lifecycle.recording import AttemptRecord, PageOutcome
 from scriptorium.modes import Mode, token_geometry
 from scriptorium.states import DocumentState, PageState
-from scriptorium.tenants import IssuedKey, create_tenant
+from scriptorium.tenants import create_tenant
 
 
 def tenant(session: Session, name: str | None = None) -> IssuedKey:

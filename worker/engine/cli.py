@@ -1,15 +1,12 @@
-"""Local commands around the engine: ``scriptorium ocr`` and ``scriptorium dev tiny-checkpoint``.
+"""``scriptorium ocr``: the engine in this process on local files (options: scriptorium/cli/local.py).
 
-``ocr`` reads files the fleet accepts (PDF, TIFF, PNG, JPEG, WebP ...) with the same intake
-limits, routes pages like the fleet (``--mode auto``: the default routing policy; blank pages are
-skipped) or reads them in one fixed mode, runs the engine in this process and prints markdown,
-or one JSON object per file and line. Engine settings other than the model directory come from
-``SCRIPTORIUM_ENGINE__*``.
+Reads files the fleet accepts (PDF, TIFF, PNG, JPEG, WebP ...) with the same intake limits,
+routes pages like the fleet (``auto``: the default routing policy; blank pages are skipped) or
+reads them in one fixed mode, and prints markdown, or one JSON object per file and line.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from scriptorium.errors import InputRejected
 from scriptorium.modes import Mode
 from scriptorium.page_ranges import resolve_page_selection
-from scriptorium.settings import Settings, load_settings
+from scriptorium.progress import GrowingCount, count_progress
+from scriptorium.settings import Settings
 from worker.engine.base import PageFailed, PageInput, PageResult, PromptTask
 
 if TYPE_CHECKING:
@@ -29,8 +27,19 @@ if TYPE_CHECKING:
 
 PAGE_SPLIT = "\n\n<--- Page Split --->\n\n"  # how the reference joins pages of one document
 AUTO_MODE = "auto"
-CLI_TASKS = (PromptTask.MARKDOWN, PromptTask.FREE_OCR, PromptTask.FIGURE)
 EXIT_OK, EXIT_PAGE_FAILED, EXIT_UNUSABLE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class OcrRequest:
+    paths: Sequence[Path]
+    model: str
+    mode: str = AUTO_MODE  # or a Mode value
+    task: str = PromptTask.MARKDOWN.value
+    pages: str | None = None
+    json_output: bool = False
+    device: str | None = None
+    progress: bool = True  # drawn on stderr, only when it is a terminal
 
 
 @dataclass(frozen=True)
@@ -45,11 +54,10 @@ Outcome = PageResult | PageFailed | SkippedPage
 ModeChoice = tuple[Mode | None, str]
 
 
-def ocr_command(argv: list[str]) -> int:
-    args = _ocr_parser().parse_args(argv)
-    settings = load_settings()
+def run_ocr(request: OcrRequest, settings: Settings) -> int:
+    """Read every file; returns the exit status (0 all read, 1 a file or page failed, 2 no model)."""
     engine_settings = settings.engine.model_copy(
-        update={"model_path": args.model, **({"device": args.device} if args.device else {})}
+        update={"model_path": request.model, **({"device": request.device} if request.device else {})}
     )
     from worker.engine.deepseek.checkpoint import CheckpointError
     from worker.engine.deepseek.engine import DeepSeekOcrEngine
@@ -60,66 +68,47 @@ def ocr_command(argv: list[str]) -> int:
         print(f"scriptorium ocr: {error}", file=sys.stderr)
         return EXIT_UNUSABLE
     status = EXIT_OK
-    for path in args.paths:
-        try:
-            outcomes, sizes = _read_file(engine, settings, path, args)
-        except InputRejected as rejection:
-            print(f"{path}: {rejection.reason}: {rejection.message}", file=sys.stderr)
-            status = EXIT_PAGE_FAILED
-            continue
-        for outcome in outcomes:
-            if isinstance(outcome, PageFailed):
-                print(f"{path}: {outcome}", file=sys.stderr)
+    with count_progress(request.progress) as progress:
+        pages = GrowingCount(progress, "pages")
+        for path in request.paths:
+            pages.describe(path.name)
+            try:
+                outcomes, sizes = _read_file(engine, settings, path, request, pages)
+            except InputRejected as rejection:
+                pages.note(f"{path}: {rejection.reason}: {rejection.message}")
                 status = EXIT_PAGE_FAILED
-        if args.json:
-            print(json.dumps(_file_json(path, outcomes, sizes), ensure_ascii=False))
-        else:
-            print(
-                PAGE_SPLIT.join(
-                    _markdown(outcome) for outcome in outcomes if not isinstance(outcome, PageFailed)
+                continue
+            for outcome in outcomes:
+                if isinstance(outcome, PageFailed):
+                    pages.note(f"{path}: {outcome}")
+                    status = EXIT_PAGE_FAILED
+            if request.json_output:
+                print(json.dumps(_file_json(path, outcomes, sizes), ensure_ascii=False), flush=True)
+            else:
+                print(
+                    PAGE_SPLIT.join(
+                        _markdown(outcome) for outcome in outcomes if not isinstance(outcome, PageFailed)
+                    ),
+                    flush=True,
                 )
-            )
     return status
 
 
-def tiny_checkpoint_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="scriptorium dev tiny-checkpoint",
-        description="Write a tiny random-weight DeepSeek-OCR checkpoint in the published layout.",
-    )
-    parser.add_argument("directory", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    from worker.engine.deepseek.tiny_checkpoint import write_tiny_checkpoint
-
-    print(write_tiny_checkpoint(args.directory, seed=args.seed))
-    return EXIT_OK
-
-
-def _ocr_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scriptorium ocr", description="Run DeepSeek-OCR locally on files.")
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    parser.add_argument("--model", required=True, help="checkpoint directory (or hub id with network)")
-    parser.add_argument("--mode", default=AUTO_MODE, choices=[AUTO_MODE, *(mode.value for mode in Mode)])
-    parser.add_argument(
-        "--task", default=PromptTask.MARKDOWN.value, choices=[task.value for task in CLI_TASKS]
-    )
-    parser.add_argument("--pages", help="page selection, e.g. 1-3,5")
-    parser.add_argument("--json", action="store_true", help="one JSON object per file and line")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: engine settings)")
-    return parser
-
-
 def _read_file(
-    engine: DeepSeekOcrEngine, settings: Settings, path: Path, args: argparse.Namespace
+    engine: DeepSeekOcrEngine,
+    settings: Settings,
+    path: Path,
+    request: OcrRequest,
+    pages: GrowingCount,
 ) -> tuple[list[Outcome], dict[int, tuple[int, int]]]:
     from worker.prepare.render import open_document
 
-    choose = _mode_chooser(args.mode, settings, args.model)
+    choose = _mode_chooser(request.mode, settings, request.model)
     outcomes: list[Outcome] = []
     sizes: dict[int, tuple[int, int]] = {}
     with open_document(path, settings.prepare) as document:
-        selected = resolve_page_selection(args.pages, document.info.page_count)
+        selected = resolve_page_selection(request.pages, document.info.page_count)
+        pages.add(len(selected))
         for chunk in _chunks(document.render(selected), settings.engine.max_batch_pages):
             inputs: list[PageInput] = []
             for page in chunk:
@@ -130,10 +119,11 @@ def _read_file(
                 else:
                     inputs.append(
                         PageInput(
-                            page_no=page.page_no, image=page.image, mode=mode, task=PromptTask(args.task)
+                            page_no=page.page_no, image=page.image, mode=mode, task=PromptTask(request.task)
                         )
                     )
             outcomes.extend(engine.run_outcomes(inputs))
+            pages.advance(len(chunk))
     return sorted(outcomes, key=lambda outcome: outcome.page_no), sizes
 
 

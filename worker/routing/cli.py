@@ -1,16 +1,16 @@
-"""``scriptorium route PATH…``: a dry run of mode routing, to forecast cost before ingesting.
+"""``scriptorium route PATH…``: a dry run of mode routing (options: scriptorium/cli/local.py).
 
 Each file goes through the same intake and rasterisation as the fleet; every page is measured
 and routed, nothing is read by the engine. Prints per page the facts, the predicted text tokens,
 the chosen mode and its vision-token cost, then the document's totals against reading every
-page in base and in gundam. With ``--json``: one object per file and line.
+page in base and in gundam. With ``json_output``: one object per file and line.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from scriptorium.errors import InputRejected
-from scriptorium.modes import Mode
 from scriptorium.page_ranges import resolve_page_selection
-from scriptorium.policy import AUTO, RoutingPolicy
-from scriptorium.settings import Settings, load_settings
+from scriptorium.policy import RoutingPolicy
+from scriptorium.progress import GrowingCount, count_progress
+from scriptorium.settings import Settings
 from worker.routing.decide import RoutingDecision, decide
 from worker.routing.facts import measure_page
 from worker.routing.forecast import Forecast
@@ -32,67 +32,67 @@ SKIP = "skip"
 
 
 @dataclass(frozen=True)
+class RouteRequest:
+    paths: Sequence[Path]
+    policy: str | None = None  # policy JSON, or @file holding it
+    mode: str | None = None  # the flags override the policy JSON
+    target_ratio: float | None = None
+    min_mode: str | None = None
+    max_mode: str | None = None
+    model: Path | None = None  # count text tokens with this model's tokenizer
+    pages: str | None = None
+    password: str | None = None
+    json_output: bool = False
+    progress: bool = True  # drawn on stderr, only when it is a terminal
+
+
+@dataclass(frozen=True)
 class RoutedPage:
     page_no: int
     decision: RoutingDecision
 
 
-def route_command(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+def run_route(request: RouteRequest, settings: Settings) -> int:
+    """Route every file; returns the exit status (0 all routed, 1 a file rejected, 2 bad policy)."""
     try:
-        policy = _policy(args)
-        counter = token_counter(args.model)
+        policy = _policy(request)
+        counter = token_counter(request.model)
     except (ValueError, FileNotFoundError, OSError) as error:
         print(f"scriptorium route: {error}", file=sys.stderr)
         return EXIT_USAGE
-    settings = load_settings()
     status = EXIT_OK
-    for path in args.paths:
-        try:
-            routed = _route_file(path, settings=settings, policy=policy, counter=counter, args=args)
-        except InputRejected as rejection:
-            print(f"{path}: {rejection.reason}: {rejection.message}", file=sys.stderr)
-            status = EXIT_FILE_REJECTED
-            continue
-        engine = settings.engine
-        forecast = Forecast.of(
-            (page.decision for page in routed), min_crops=engine.min_crops, max_crops=engine.max_crops
-        )
-        if args.json:
-            print(json.dumps(_file_json(path, routed, forecast), ensure_ascii=False))
-        else:
-            print(_file_text(path, routed, forecast))
+    engine = settings.engine
+    with count_progress(request.progress) as progress:
+        pages = GrowingCount(progress, "pages")
+        for path in request.paths:
+            pages.describe(path.name)
+            try:
+                routed = _route_file(
+                    path, settings=settings, policy=policy, counter=counter, request=request, pages=pages
+                )
+            except InputRejected as rejection:
+                pages.note(f"{path}: {rejection.reason}: {rejection.message}")
+                status = EXIT_FILE_REJECTED
+                continue
+            forecast = Forecast.of(
+                (page.decision for page in routed), min_crops=engine.min_crops, max_crops=engine.max_crops
+            )
+            if request.json_output:
+                print(json.dumps(_file_json(path, routed, forecast), ensure_ascii=False), flush=True)
+            else:
+                print(_file_text(path, routed, forecast), flush=True)
     return status
 
 
-def _parser() -> argparse.ArgumentParser:
-    modes = [mode.value for mode in Mode]
-    parser = argparse.ArgumentParser(
-        prog="scriptorium route",
-        description="Dry-run mode routing: per-page facts, modes and vision-token cost.",
-    )
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    parser.add_argument("--policy", help='policy JSON or @file holding it, e.g. {"max_mode": "large"}')
-    parser.add_argument("--mode", choices=[AUTO, *modes], help="auto or a fixed mode")
-    parser.add_argument("--target-ratio", type=float, help="most predicted text tokens per vision token")
-    parser.add_argument("--min-mode", choices=modes)
-    parser.add_argument("--max-mode", choices=modes)
-    parser.add_argument("--model", type=Path, help="model directory: count text tokens with its tokenizer")
-    parser.add_argument("--pages", help="page selection, e.g. 1-3,5")
-    parser.add_argument("--password", help="password of an encrypted PDF")
-    parser.add_argument("--json", action="store_true", help="one JSON object per file and line")
-    return parser
-
-
-def _policy(args: argparse.Namespace) -> RoutingPolicy:
-    raw = args.policy or ""
+def _policy(request: RouteRequest) -> RoutingPolicy:
+    raw = request.policy or ""
     if raw.startswith("@"):
         raw = Path(raw[1:]).read_text(encoding="utf-8")
     flags = {
-        "mode": args.mode,
-        "target_ratio": args.target_ratio,
-        "min_mode": args.min_mode,
-        "max_mode": args.max_mode,
+        "mode": request.mode,
+        "target_ratio": request.target_ratio,
+        "min_mode": request.min_mode,
+        "max_mode": request.max_mode,
     }
     try:
         base = RoutingPolicy.from_json(raw)
@@ -109,25 +109,26 @@ def _route_file(
     settings: Settings,
     policy: RoutingPolicy,
     counter: TokenCounter,
-    args: argparse.Namespace,
+    request: RouteRequest,
+    pages: GrowingCount,
 ) -> list[RoutedPage]:
     from worker.prepare.render import open_document
 
     engine = settings.engine
-    with open_document(path, settings.prepare, password=args.password) as document:
-        selected = resolve_page_selection(args.pages, document.info.page_count)
-        return [
-            RoutedPage(
-                page.page_no,
-                decide(
-                    measure_page(page.image, page.text_layer, counter=counter),
-                    policy,
-                    min_crops=engine.min_crops,
-                    max_crops=engine.max_crops,
-                ),
+    routed: list[RoutedPage] = []
+    with open_document(path, settings.prepare, password=request.password) as document:
+        selected = resolve_page_selection(request.pages, document.info.page_count)
+        pages.add(len(selected))
+        for page in document.render(selected):
+            decision = decide(
+                measure_page(page.image, page.text_layer, counter=counter),
+                policy,
+                min_crops=engine.min_crops,
+                max_crops=engine.max_crops,
             )
-            for page in document.render(selected)
-        ]
+            routed.append(RoutedPage(page.page_no, decision))
+            pages.advance()
+    return routed
 
 
 def _page_json(page: RoutedPage) -> dict[str, Any]:

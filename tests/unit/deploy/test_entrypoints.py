@@ -8,7 +8,6 @@ GPU host runs. ``migrate`` is exercised here, with the exact command of the comp
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from scriptorium.cli import build_parser
+from scriptorium.cli import cli
 from tests.support import fleet as fleet_module
 from tests.support.fleet import SCRIPTORIUM, Fleet, ManagedProcess
 from tests.support.services import postgres_database
@@ -38,10 +37,14 @@ Signature = tuple[str, ...]
 
 def signature(arguments: list[str]) -> Signature:
     """What an invocation runs: the sub-command, and for workers the queues it consumes."""
-    parsed: argparse.Namespace = build_parser().parse_args(arguments)
-    if parsed.command == "worker":
-        return ("worker", *sorted(resolve_queues(parsed.queues.split(","))))
-    return (parsed.command,)
+    root = cli.make_context("scriptorium", list(arguments), resilient_parsing=True)
+    name, *rest = arguments
+    command = cli.get_command(root, name)
+    assert command is not None, f"scriptorium has no command {name!r}"
+    parsed = command.make_context(name, rest, parent=root)  # raises on options the command lacks
+    if name == "worker":
+        return ("worker", *sorted(resolve_queues(parsed.params["queues"].split(","))))
+    return (name,)
 
 
 @dataclass

@@ -4,14 +4,22 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 from PIL import Image
 
+from scriptorium.cli import cli
 from scriptorium.modes import Mode
-from worker.engine.cli import ocr_command, tiny_checkpoint_command
 from worker.engine.deepseek.checkpoint import inspect_checkpoint
 from worker.engine.deepseek.engine import synthetic_page
 
-CORPUS_PDF = Path("/work/shared/corpus/pdf-real/multi_page.pdf")
+
+def scriptorium(*arguments: str) -> Result:
+    return CliRunner().invoke(cli, list(arguments), prog_name="scriptorium")
+
+
+@pytest.fixture
+def corpus_pdf(corpus: Path) -> Path:
+    return corpus / "pdf-real" / "multi_page.pdf"
 
 
 @pytest.fixture(autouse=True)
@@ -20,25 +28,22 @@ def short_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCRIPTORIUM_ENGINE__DEVICE", "cpu")
 
 
-def test_tiny_checkpoint_command_writes_a_loadable_checkpoint(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert tiny_checkpoint_command([str(tmp_path / "tiny"), "--seed", "3"]) == 0
-    assert capsys.readouterr().out.strip() == str(tmp_path / "tiny")
+def test_tiny_checkpoint_command_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
+    result = scriptorium("dev", "tiny-checkpoint", str(tmp_path / "tiny"), "--seed", "3")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(tmp_path / "tiny")
     inspect_checkpoint(tmp_path / "tiny")
 
 
-def test_ocr_prints_one_json_object_per_file(
-    tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_ocr_prints_one_json_object_per_file(tmp_path: Path, tiny_checkpoint: Path) -> None:
     image = tmp_path / "page.png"
     synthetic_page(1191, 1684).save(image)
-    status = ocr_command(
-        [str(image), str(image), "--model", str(tiny_checkpoint), "--mode", "gundam", "--json"]
+    result = scriptorium(
+        "ocr", str(image), str(image), "--model", str(tiny_checkpoint), "--mode", "gundam", "--json"
     )
 
-    assert status == 0
-    lines = capsys.readouterr().out.splitlines()
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
     assert len(lines) == 2
     document = json.loads(lines[0])
     assert document["path"] == str(image)
@@ -69,58 +74,55 @@ def test_ocr_prints_one_json_object_per_file(
     assert isinstance(page["blocks"], list)
 
 
-def test_ocr_reads_selected_pdf_pages_as_markdown(
-    tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+def test_ocr_reads_selected_pdf_pages_as_markdown_with_a_page_bar_on_a_terminal(
+    corpus_pdf: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    status = ocr_command(
-        [str(CORPUS_PDF), "--model", str(tiny_checkpoint), "--mode", "tiny", "--pages", "2-3"]
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats stderr as a terminal
+    result = scriptorium(
+        "ocr", str(corpus_pdf), "--model", str(tiny_checkpoint), "--mode", "tiny", "--pages", "2-3"
     )
-    assert status == 0
-    assert capsys.readouterr().out.count("<--- Page Split --->") == 1
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("<--- Page Split --->") == 1
+    assert "2/2" in result.stderr  # the bar stays on stderr; stdout is the markdown alone
 
 
-def test_ocr_json_for_a_pdf_has_page_sizes_at_the_render_dpi(
-    tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert (
-        ocr_command(
-            [str(CORPUS_PDF), "--model", str(tiny_checkpoint), "--mode", "tiny", "--pages", "1", "--json"]
-        )
-        == 0
+def test_ocr_json_for_a_pdf_has_page_sizes_at_the_render_dpi(corpus_pdf: Path, tiny_checkpoint: Path) -> None:
+    result = scriptorium(
+        "ocr", str(corpus_pdf), "--model", str(tiny_checkpoint), "--mode", "tiny", "--pages", "1", "--json"
     )
-    [page] = json.loads(capsys.readouterr().out)["pages"]
+    assert result.exit_code == 0, result.output
+    [page] = json.loads(result.stdout)["pages"]
     assert (page["width"], page["height"]) == (1191, 1684)  # A4 at 144 dpi
     assert page["tokens"]["placeholders"] == 73
 
 
-def test_ocr_reports_a_file_it_cannot_read(
-    tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_ocr_reports_a_file_it_cannot_read(tmp_path: Path, tiny_checkpoint: Path) -> None:
     bogus = tmp_path / "notes.txt"
     bogus.write_text("not a document")
-    assert ocr_command([str(bogus), "--model", str(tiny_checkpoint), "--mode", "tiny"]) == 1
-    assert "unsupported" in capsys.readouterr().err
+    result = scriptorium("ocr", str(bogus), "--model", str(tiny_checkpoint), "--mode", "tiny")
+    assert result.exit_code == 1
+    assert "unsupported" in result.stderr
+    assert result.stdout == ""
 
 
-def test_ocr_refuses_a_directory_that_is_not_a_checkpoint(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_ocr_refuses_a_directory_that_is_not_a_checkpoint(tmp_path: Path) -> None:
     image = tmp_path / "page.png"
     Image.new("RGB", (100, 100), "white").save(image)
-    assert ocr_command([str(image), "--model", str(tmp_path)]) == 2
-    assert "missing config.json" in capsys.readouterr().err
+    result = scriptorium("ocr", str(image), "--model", str(tmp_path))
+    assert result.exit_code == 2
+    assert "missing config.json" in result.stderr
 
 
 def test_auto_routes_each_page_and_skips_blank_ones(
-    tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, corpus_pdf: Path, tiny_checkpoint: Path
 ) -> None:
     blank = tmp_path / "blank.png"
     Image.new("RGB", (1191, 1684), "white").save(blank)
-    assert (
-        ocr_command([str(CORPUS_PDF), str(blank), "--model", str(tiny_checkpoint), "--pages", "1", "--json"])
-        == 0
+    result = scriptorium(
+        "ocr", str(corpus_pdf), str(blank), "--model", str(tiny_checkpoint), "--pages", "1", "--json"
     )
-    document, blank_document = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert result.exit_code == 0, result.output
+    document, blank_document = (json.loads(line) for line in result.stdout.splitlines())
 
     [page] = document["pages"]
     assert page["mode"] in {mode.value for mode in Mode}

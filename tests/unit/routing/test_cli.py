@@ -5,11 +5,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
-from worker.routing.cli import route_command
+from scriptorium.cli import cli
 
 PAGE_KEYS = {"page_no", "width", "height", "predicted_text_tokens", "mode", "vision_tokens", "reason"}
 PAGE_KEYS |= {"source"}
+
+
+def route(*arguments: str | Path) -> Result:
+    return CliRunner().invoke(cli, ["route", *map(str, arguments)], prog_name="scriptorium")
 
 
 def _json_lines(output: str) -> list[dict[str, Any]]:
@@ -17,15 +22,15 @@ def _json_lines(output: str) -> list[dict[str, Any]]:
 
 
 def test_json_has_one_object_per_file_with_every_page(
-    corpus: Path, capsys: pytest.CaptureFixture[str]
+    corpus: Path,
 ) -> None:
     blank = corpus / "bad-input" / "odd" / "blank.pdf"
     cardinal = corpus / "bad-input" / "odd" / "cardinal.pdf"
 
-    status = route_command([str(blank), str(cardinal), "--json"])
+    result = route(blank, cardinal, "--json")
 
-    assert status == 0
-    files = _json_lines(capsys.readouterr().out)
+    assert result.exit_code == 0
+    files = _json_lines(result.stdout)
     assert [entry["path"] for entry in files] == [str(blank), str(cardinal)]
     blank_pages, cardinal_pages = files[0]["pages"], files[1]["pages"]
     assert [page["page_no"] for page in cardinal_pages] == [1, 2, 3, 4]
@@ -40,61 +45,76 @@ def test_json_has_one_object_per_file_with_every_page(
 
 
 def test_totals_compare_against_always_base_and_always_gundam(
-    corpus: Path, capsys: pytest.CaptureFixture[str]
+    corpus: Path,
 ) -> None:
-    route_command([str(corpus / "bad-input" / "odd" / "cardinal.pdf"), "--json"])
+    result = route(corpus / "bad-input" / "odd" / "cardinal.pdf", "--json")
 
-    totals = _json_lines(capsys.readouterr().out)[0]["totals"]
+    totals = _json_lines(result.stdout)[0]["totals"]
 
     assert totals["pages"] == 4
     assert totals["always_gundam_vision_tokens"] > totals["always_base_vision_tokens"] == 4 * 256
     assert totals["routed_vision_tokens"] <= totals["always_gundam_vision_tokens"]
 
 
-def test_policy_flags_override_the_policy_json(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_policy_flags_override_the_policy_json(corpus: Path) -> None:
     vector = str(corpus / "bad-input" / "odd" / "vector.pdf")
 
-    route_command([vector, "--json", "--policy", '{"mode": "tiny"}', "--mode", "large"])
+    result = route(vector, "--json", "--policy", '{"mode": "tiny"}', "--mode", "large")
 
-    page = _json_lines(capsys.readouterr().out)[0]["pages"][0]
+    page = _json_lines(result.stdout)[0]["pages"][0]
     assert page["mode"] == "large"
     assert page["vision_tokens"] == 400
 
 
-def test_page_selection_routes_only_those_pages(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    route_command([str(corpus / "bad-input" / "odd" / "cardinal.pdf"), "--json", "--pages", "2,4"])
+def test_page_selection_routes_only_those_pages(corpus: Path) -> None:
+    result = route(corpus / "bad-input" / "odd" / "cardinal.pdf", "--json", "--pages", "2,4")
 
-    pages = _json_lines(capsys.readouterr().out)[0]["pages"]
+    pages = _json_lines(result.stdout)[0]["pages"]
     assert [page["page_no"] for page in pages] == [2, 4]
 
 
-def test_text_output_lists_pages_and_totals(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    status = route_command([str(corpus / "bad-input" / "odd" / "vector.pdf")])
+def test_text_output_lists_pages_and_totals(corpus: Path) -> None:
+    result = route(corpus / "bad-input" / "odd" / "vector.pdf")
 
-    out = capsys.readouterr().out
-    assert status == 0
+    out = result.stdout
+    assert result.exit_code == 0
     assert "pixels" in out
     assert "always-gundam" in out
 
 
-def test_an_invalid_policy_is_a_usage_error(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_invalid_policy_is_a_usage_error(corpus: Path) -> None:
     vector = str(corpus / "bad-input" / "odd" / "vector.pdf")
 
-    status = route_command([vector, "--min-mode", "gundam", "--max-mode", "tiny"])
+    result = route(vector, "--min-mode", "gundam", "--max-mode", "tiny")
 
-    assert status == 2
-    assert "invalid policy" in capsys.readouterr().err
+    assert result.exit_code == 2
+    assert "invalid policy" in result.stderr
 
 
 def test_a_rejected_file_is_reported_and_the_rest_still_routed(
-    corpus: Path, capsys: pytest.CaptureFixture[str]
+    corpus: Path,
 ) -> None:
     empty = corpus / "bad-input" / "malformed" / "empty.pdf"
     vector = corpus / "bad-input" / "odd" / "vector.pdf"
 
-    status = route_command([str(empty), str(vector), "--json"])
+    captured = route(empty, vector, "--json")
 
-    captured = capsys.readouterr()
-    assert status == 1
-    assert "empty" in captured.err
-    assert [entry["path"] for entry in _json_lines(captured.out)] == [str(vector)]
+    assert captured.exit_code == 1
+    assert "empty" in captured.stderr
+    assert [entry["path"] for entry in _json_lines(captured.stdout)] == [str(vector)]
+
+
+def test_progress_goes_to_a_terminal_stderr_and_stdout_stays_clean(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats stderr as a terminal
+    cardinal = corpus / "bad-input" / "odd" / "cardinal.pdf"
+
+    text = route(cardinal)
+    parsed = route(cardinal, "--json")
+
+    assert text.exit_code == 0
+    assert text.stdout.startswith(f"{cardinal}\n")
+    assert "4/4" in text.stderr  # the page bar, finished
+    assert parsed.stderr == ""  # no bar where the output is parsed
+    assert [entry["path"] for entry in _json_lines(parsed.stdout)] == [str(cardinal)]

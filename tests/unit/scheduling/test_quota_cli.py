@@ -1,21 +1,24 @@
+import click
 import pytest
 
-from scriptorium.cli import build_parser
+from scriptorium.cli.tenants import given_limits, tenant_quota
+
+
+def _parse(*arguments: str) -> click.Context:
+    return tenant_quota.make_context("quota", list(arguments))
 
 
 def test_quota_options_take_numbers_or_none_and_omitted_ones_stay_unchanged() -> None:
-    args = build_parser().parse_args(
-        ["tenant", "quota", "acme", "--pages", "1000", "--tokens", "none", "--rate", "2.5"]
-    )
-    assert (args.name, args.pages, args.tokens, args.rate) == ("acme", 1000, None, 2.5)
-    assert not hasattr(args, "burst") and not hasattr(args, "max_concurrent")
+    parsed = _parse("acme", "--pages", "1000", "--tokens", "none", "--rate", "2.5")
+    assert parsed.params["name"] == "acme"
+    assert given_limits(parsed) == {"page_budget": 1000, "token_budget": None, "rate_limit_per_s": 2.5}
 
 
 def test_showing_a_quota_changes_nothing() -> None:
-    args = build_parser().parse_args(["tenant", "quota", "acme"])
-    assert not any(hasattr(args, option) for option in ("pages", "tokens", "max_concurrent", "rate", "burst"))
+    assert given_limits(_parse("acme")) == {}
 
 
-def test_negative_limits_are_refused() -> None:
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["tenant", "quota", "acme", "--max-concurrent", "-1"])
+@pytest.mark.parametrize("value", ["-1", "many"])
+def test_negative_or_non_numeric_limits_are_refused(value: str) -> None:
+    with pytest.raises(click.BadParameter):
+        _parse("acme", "--max-concurrent", value)

@@ -1,0 +1,93 @@
+"""The long-running processes (API, workers, scheduler), migrations and the OpenAPI contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from scriptorium.cli.context import settings
+
+
+@click.command()
+@click.option("--host", help="interface to listen on (default: api.host)")
+@click.option("--port", type=int, help="port to listen on (default: api.port)")
+def api(host: str | None, port: int | None) -> int:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    from api.app import create_app
+    from scriptorium.logging import configure_logging
+
+    current = settings()
+    configure_logging(level=current.log.level, json_output=current.json_logs)
+    uvicorn.run(
+        create_app(current),
+        host=host or current.api.host,
+        port=port or current.api.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+    )
+    return 0
+
+
+@click.command(short_help="Run a Celery worker (--queues cpu or gpu).")
+@click.option("--queues", default="cpu", show_default=True, help="cpu, gpu or both (comma-separated)")
+@click.option(
+    "--concurrency", type=int, default=2, show_default=True, help="CPU worker processes (GPU workers use 1)"
+)
+@click.option("--hostname", help="Celery node name (default: Celery's)")
+@click.option(
+    "--ready-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="written once the process (and its engine) is ready",
+)
+def worker(queues: str, concurrency: int, hostname: str | None, ready_file: Path | None) -> int:
+    """Run a Celery worker: CPU (preparation, routing) or GPU (the engine)."""
+    from worker.main import run_worker
+
+    run_worker(
+        settings(),
+        queues=queues.split(","),
+        concurrency=concurrency,
+        hostname=hostname,
+        ready_file=ready_file,
+    )
+    return 0
+
+
+@click.command()
+def beat() -> int:
+    """Run the scheduler that triggers the sweeper."""
+    from worker.main import run_beat
+
+    run_beat(settings())
+    return 0
+
+
+@click.command()
+@click.argument("revision", default="head")
+def migrate(revision: str) -> int:
+    """Apply database migrations up to REVISION (default: head)."""
+    from scriptorium.db.migrate import upgrade
+
+    upgrade(settings().db.url, revision=revision)
+    return 0
+
+
+@click.command()
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), help="write to this file instead of stdout"
+)
+def openapi(output: Path | None) -> int:
+    """Print the OpenAPI schema (docs/openapi.json is this output)."""
+    from api.app import openapi_document
+
+    text = json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
+    if output:
+        output.write_text(text)
+    else:
+        click.echo(text, nl=False)
+    return 0
