@@ -25,12 +25,20 @@ from scriptorium.db.models import Batch, BatchItem, Document, Page
 from scriptorium.storage import ObjectStore
 
 
-def document_links(base_url: str, document: Document) -> DocumentLinks:
+def document_links(base_url: str, document: Document, store: ObjectStore) -> DocumentLinks:
+    """API links, plus presigned links to the files the assembly task wrote (for bucket readers)."""
     self_url = f"{base_url}/v1/documents/{document.id}"
+    name = (document.filename or str(document.id)).rsplit(".", 1)[0]
     return DocumentLinks(
         self=self_url,
         result_markdown=f"{self_url}/result?format=markdown",
         result_json=f"{self_url}/result?format=json",
+        markdown_file=store.presigned_get(document.result_markdown_key, filename=f"{name}.md")
+        if document.result_markdown_key
+        else None,
+        json_file=store.presigned_get(document.result_json_key, filename=f"{name}.json")
+        if document.result_json_key
+        else None,
     )
 
 
@@ -38,7 +46,9 @@ def _error(code: str | None, message: str | None) -> ErrorDetail | None:
     return ErrorDetail(code=code, message=message or code) if code else None
 
 
-def present_document(document: Document, counts: dict[str, int], base_url: str) -> DocumentOut:
+def present_document(
+    document: Document, counts: dict[str, int], base_url: str, store: ObjectStore
+) -> DocumentOut:
     return DocumentOut(
         id=document.id,
         state=document.state,
@@ -70,7 +80,7 @@ def present_document(document: Document, counts: dict[str, int], base_url: str) 
         updated_at=document.updated_at,
         started_at=document.started_at,
         finished_at=document.finished_at,
-        links=document_links(base_url, document),
+        links=document_links(base_url, document, store),
     )
 
 

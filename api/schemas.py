@@ -35,6 +35,14 @@ class DocumentLinks(BaseModel):
     self: str
     result_markdown: str
     result_json: str
+    markdown_file: str | None = Field(
+        default=None,
+        description="presigned link to the assembled document.md in object storage, once written",
+    )
+    json_file: str | None = Field(
+        default=None,
+        description="presigned link to the assembled document.json in object storage, once written",
+    )
 
 
 class DocumentOut(BaseModel):

@@ -293,7 +293,7 @@ def upload_into(
         raise
     uow.commit()
     document = intake.document
-    body = present_document(document, page_state_counts(session, document.id), base_url)
+    body = present_document(document, page_state_counts(session, document.id), base_url, runtime.store)
     return accepted(body, settings.api.retry_after_s, replay=intake.replayed)
 
 
@@ -333,7 +333,10 @@ def documents(
     rows = current_documents(session, batch_id, state=state, after_seq=_decode_seq(cursor), limit=limit + 1)
     base_url = public_base_url(request, runtime)
     return DocumentList(
-        items=[present_document(d, page_state_counts(session, d.id), base_url) for _, d in rows[:limit]],
+        items=[
+            present_document(d, page_state_counts(session, d.id), base_url, runtime.store)
+            for _, d in rows[:limit]
+        ],
         next_cursor=str(rows[limit - 1][0]) if len(rows) > limit else None,
     )
 

@@ -25,6 +25,7 @@ from scriptorium.lifecycle.documents import cancel_document, lock_document, page
 from scriptorium.logging import bind_context, get_logger
 from scriptorium.results import assemble_markdown, failed_pages
 from scriptorium.states import DocumentState, Lane
+from scriptorium.storage import ObjectStore
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 log = get_logger(__name__)
@@ -49,16 +50,10 @@ def _pages_source(session: Session, document: Document) -> Document:
     return original if original is not None else document
 
 
-def _present(session: Session, document: Document, base_url: str) -> DocumentOut:
+def _present(session: Session, document: Document, base_url: str, store: ObjectStore) -> DocumentOut:
     source = _pages_source(session, document)
-    body = present_document(document, page_state_counts(session, source.id), base_url)
+    body = present_document(document, page_state_counts(session, source.id), base_url, store)
     return body.model_copy(update={"pages_total": source.pages_total}) if source is not document else body
-
-
-def _accepted(
-    document: Document, session: Session, base_url: str, retry_after: int, *, replay: bool
-) -> Response:
-    return accepted(_present(session, document, base_url), retry_after, replay=replay)
 
 
 @router.post(
@@ -101,7 +96,9 @@ def upload_document(
     base_url = public_base_url(request, runtime)
     existing = find_by_key(session, Document, tenant.id, idempotency_key)
     if existing is not None:
-        return _accepted(existing, session, base_url, settings.api.retry_after_s, replay=True)
+        return accepted(
+            _present(session, existing, base_url, runtime.store), settings.api.retry_after_s, replay=True
+        )
     checked_webhook_url = (
         document_webhook_url(session, tenant.id, webhook_url, settings) if webhook_url else None
     )
@@ -125,7 +122,7 @@ def upload_document(
 
     document_id = uuid.uuid4()
     bind_context(document_id=str(document_id))
-    accepted = intake_stream(
+    intake = intake_stream(
         uow,
         runtime.store,
         file.file,
@@ -139,9 +136,11 @@ def upload_document(
         request_id=request.state.request_id,
     )
     uow.commit()
-    document = accepted.document
-    if accepted.replayed:
-        return _accepted(document, session, base_url, settings.api.retry_after_s, replay=True)
+    document = intake.document
+    if intake.replayed:
+        return accepted(
+            _present(session, document, base_url, runtime.store), settings.api.retry_after_s, replay=True
+        )
     log.info(
         "document.received",
         size=document.size_bytes,
@@ -150,7 +149,7 @@ def upload_document(
         priority=document.priority,
         duplicate_of=document.duplicate_of and str(document.duplicate_of),
     )
-    return _accepted(document, session, base_url, settings.api.retry_after_s, replay=False)
+    return accepted(_present(session, document, base_url, runtime.store), settings.api.retry_after_s)
 
 
 @router.get("", response_model=DocumentList, responses=ERRORS, summary="List documents, newest first")
@@ -177,7 +176,7 @@ def list_documents(
         ).scalars()
     )
     base_url = public_base_url(request, runtime)
-    items = [_present(session, d, base_url) for d in rows[:limit]]
+    items = [_present(session, d, base_url, runtime.store) for d in rows[:limit]]
     return DocumentList(
         items=items, next_cursor=encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     )
@@ -188,7 +187,7 @@ def get_document(
     document_id: uuid.UUID, request: Request, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
 ) -> DocumentOut:
     document = _own_document(session, tenant, document_id)
-    return _present(session, document, public_base_url(request, runtime))
+    return _present(session, document, public_base_url(request, runtime), runtime.store)
 
 
 @router.get(
@@ -221,7 +220,7 @@ def get_result(
         return PlainTextResponse(assemble_markdown(pages), media_type="text/markdown", headers=headers)
     base_url = public_base_url(request, runtime)
     result = DocumentResult(
-        document=_present(session, document, base_url),
+        document=_present(session, document, base_url, runtime.store),
         pages=[present_page_result(page, runtime.store) for page in sorted(pages, key=lambda p: p.page_no)],
         failed_pages=failed,
     )
@@ -263,5 +262,5 @@ def cancel(
     cancel_document(uow, locked)
     uow.commit()
     log.info("document.cancelled")
-    body = _present(session, locked, public_base_url(request, runtime))
+    body = _present(session, locked, public_base_url(request, runtime), runtime.store)
     return JSONResponse(body.model_dump(mode="json"), status_code=202)

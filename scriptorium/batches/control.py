@@ -176,7 +176,6 @@ def cancel_batch(uow: UnitOfWork, batch_id: uuid.UUID) -> Batch:
 class Retried:
     documents: list[Document] = field(default_factory=list)  # new attempts, to send ``prepare`` for
     inputs_reset: int = 0  # inputs that failed to be fetched, pending again
-    needs_intake: bool = False
 
     @property
     def count(self) -> int:
@@ -231,7 +230,6 @@ def retry_failed(uow: UnitOfWork, batch_id: uuid.UUID, *, include_partial: bool)
         batch.state = BatchState.EXPANDING
         batch.intake_attempts = 0
         batch.intake_dispatched_at = func.now()
-        retried.needs_intake = True
         uow.outbox.expand_batch(batch.id)
     elif batch.state == BatchState.COMPLETED:
         batch.state = BatchState.RUNNING

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,6 +21,7 @@ from scriptorium.storage import ObjectStore
 from tests.support.client import ApiClient, ids
 from tests.support.fleet import Fleet, running_fleet
 from tests.support.invariants import assert_invariants
+from tests.support.services import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -77,5 +79,11 @@ def test_a_real_pdf_goes_through_the_real_engine(
         assert finished["tokens"][key] == sum(page["tokens"][key] for page in pages)
     result = client.result_json(document["id"])
     assert [page["page_no"] for page in result["pages"]] == [1, 2, 3, 4]
-    assert client.result_markdown(document["id"]).status_code == 200
+    markdown = client.result_markdown(document["id"])
+    assert markdown.status_code == 200
+    # The assembly task writes document.md/json to the bucket and the document links them.
+    stored = wait_for(
+        lambda: client.document(document["id"])["links"]["markdown_file"], timeout=60, what="document.md"
+    )
+    assert httpx.get(stored).text == markdown.text
     assert_invariants(sessions, ids(document))
