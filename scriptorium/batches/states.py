@@ -59,7 +59,7 @@ class ItemOutcome(StrEnum):
 
 class WatchObjectState(StrEnum):
     PENDING = "pending"
-    INGESTING = "ingesting"  # claimed by one intake run until ``claimed_until``
+    INGESTING = "ingesting"  # claimed by one intake run until ``lease_expires_at``
     INGESTED = "ingested"
     REJECTED = "rejected"
 

@@ -3,7 +3,8 @@
 An object is recorded once per (watch, key, etag) whichever path saw it first — a bucket
 notification posted to the API, or the poller listing keys after its persisted marker — and
 the other path only notes that it saw it too. Intake claims recorded objects with a lease
-(``claimed_until``), so the notification-triggered run and the poller never both ingest one.
+(``lease_expires_at``, writes fenced on ``lease_token``), so the notification-triggered run and
+the poller never both ingest one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -168,7 +168,7 @@ class ObjectClaim:
     watch_id: uuid.UUID
     key: str
     etag: str
-    claimed_until: datetime
+    lease_token: uuid.UUID
 
 
 def claim_objects(session: Session, watch_id: uuid.UUID, *, limit: int, lease_s: float) -> list[ObjectClaim]:
@@ -181,7 +181,7 @@ def claim_objects(session: Session, watch_id: uuid.UUID, *, limit: int, lease_s:
                 WatchObject.state == WatchObjectState.PENDING,
                 and_(
                     WatchObject.state == WatchObjectState.INGESTING,
-                    expired(WatchObject.claimed_until),
+                    expired(WatchObject.lease_expires_at),
                 ),
             ),
         )
@@ -195,19 +195,20 @@ def claim_objects(session: Session, watch_id: uuid.UUID, *, limit: int, lease_s:
         .where(WatchObject.id == due.c.id)
         .values(
             state=WatchObjectState.INGESTING,
-            claimed_until=lease_until(lease_s),
+            lease_token=func.gen_random_uuid(),
+            lease_expires_at=lease_until(lease_s),
             updated_at=func.now(),
         )
-        .returning(WatchObject.id, WatchObject.key, WatchObject.etag, WatchObject.claimed_until)
+        .returning(WatchObject.id, WatchObject.key, WatchObject.etag, WatchObject.lease_token)
     ).all()
-    return [ObjectClaim(row.id, watch_id, row.key, row.etag, row.claimed_until) for row in sorted(rows)]
+    return [ObjectClaim(row.id, watch_id, row.key, row.etag, row.lease_token) for row in sorted(rows)]
 
 
 def _held(claim: ObjectClaim) -> tuple[Any, ...]:
     return (
         WatchObject.id == claim.object_id,
         WatchObject.state == WatchObjectState.INGESTING,
-        WatchObject.claimed_until == claim.claimed_until,
+        WatchObject.lease_token == claim.lease_token,
     )
 
 
@@ -225,7 +226,8 @@ def mark_ingested(session: Session, claim: ObjectClaim, document_id: uuid.UUID, 
             state=WatchObjectState.INGESTED,
             document_id=document_id,
             size_bytes=size,
-            claimed_until=None,
+            lease_token=None,
+            lease_expires_at=None,
             updated_at=func.now(),
         )
     )
@@ -239,7 +241,8 @@ def reject_object(session: Session, claim: ObjectClaim, reason: IntakeReason | s
             state=WatchObjectState.REJECTED,
             error_code=str(reason),
             error_message=message,
-            claimed_until=None,
+            lease_token=None,
+            lease_expires_at=None,
             updated_at=func.now(),
         )
     )
@@ -253,7 +256,8 @@ def release_after_failure(session: Session, claim: ObjectClaim, *, max_attempts:
         .values(
             state=WatchObjectState.PENDING,
             fetch_attempts=WatchObject.fetch_attempts + 1,
-            claimed_until=None,
+            lease_token=None,
+            lease_expires_at=None,
             error_message=message,
             updated_at=func.now(),
         )

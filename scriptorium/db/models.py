@@ -553,7 +553,7 @@ class WatchObject(Base):
         Index(
             "ix_watch_objects_due",
             "watch_id",
-            "claimed_until",
+            "lease_expires_at",
             postgresql_where=text(_in("state", [WatchObjectState.PENDING, WatchObjectState.INGESTING])),
         ),
     )
@@ -566,7 +566,8 @@ class WatchObject(Base):
     state: Mapped[WatchObjectState] = mapped_column(_enum(WatchObjectState), default=WatchObjectState.PENDING)
     notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # seen by a notification
     listed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # seen by polling
-    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_token: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     fetch_attempts: Mapped[int] = mapped_column(Integer, default=0)
     document_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("documents.id"))
     error_code: Mapped[str | None] = mapped_column(String(64))
