@@ -15,6 +15,7 @@ import pytest
 
 from scriptorium.errors import InputRejected, ReasonCode
 from scriptorium.settings import PrepareSettings
+from tests.unit.prepare.test_bad_input_corpus import HUGEMONO, REFUSED, RENDERED
 from worker.prepare import sandbox_process
 from worker.prepare.sandbox import RenderSandbox, SandboxUnavailable
 
@@ -313,3 +314,27 @@ def test_a_prestarted_child_serves_the_first_document(
     documents.good()
 
     assert documents.sandbox.child_pid == prestarted
+
+
+def test_the_whole_robustness_corpus_through_one_warm_child(
+    sandboxes: list[RenderSandbox], pdf_real: Path, bad_input: Path, tmp_path: Path
+) -> None:
+    """Every bad-input file, first page only, each followed by a good document, in one sandbox:
+    refusals keep their reason codes, odd files render at their size, and no refusal costs a child."""
+    documents = _documents(sandboxes, pdf_real, bad_input, tmp_path)
+    documents.good()
+    child = _pid(documents.sandbox)
+    for number, name in enumerate([*sorted(REFUSED), *sorted(RENDERED), HUGEMONO]):
+        out_dir = tmp_path / f"corpus-{number}"
+        if name in REFUSED:
+            with pytest.raises(InputRejected) as caught:
+                documents.sandbox.render(bad_input / name, out_dir, pages=[1])
+            assert caught.value.reason is REFUSED[name], name
+        else:
+            result = documents.sandbox.render(bad_input / name, out_dir, pages=[1])
+            page = result.pages[0]
+            expected = (6300, 6300) if name == HUGEMONO else RENDERED[name][2]
+            assert (page.width, page.height) == expected, name
+        documents.good()
+
+    assert documents.sandbox.child_pid == child
