@@ -23,7 +23,11 @@ The rule, for due pages of one mode in claim order (lane first, then the tenants
 :func:`next_batch` picks one batch (what a claim takes); :func:`plan_batches` applies it until
 the rows run out (what a simulation or a multi-batch claim needs). Both are pure: they read the
 rows' attributes and return the same row objects, so rows of a SQLAlchemy result can be passed
-as they come.
+as they come. A claim reads the candidates of one mode in claim order, at most
+``window_batches * batch_size`` of them, with the page's prediction as
+``coalesce((p.routing->>'predicted_text_tokens')::int, 0) AS predicted_tokens``, ``d.priority AS
+lane`` and the tenant's ``turn`` as the companion query numbers it; then it locks the rows
+:func:`next_batch` returns (and claims again if another worker took one meanwhile).
 """
 
 from __future__ import annotations
