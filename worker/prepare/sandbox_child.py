@@ -43,7 +43,8 @@ RETIRE_GROWTH_SHARE = 0.25
 def main() -> int:
     replies = _private_reply_channel()
     start = ChildStart.from_json(sys.stdin.readline())
-    Image.init()  # load Pillow's format plugins now rather than on the first document
+    if start.max_documents > 1:
+        Image.init()  # every format plugin now, once, rather than while a document waits
     confine(start.limits, start.max_documents)
     ready_size = address_space_bytes()
     _send(replies, ChildEvent(EventKind.READY))
