@@ -29,10 +29,11 @@ from typing import TypeVar
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
+from PIL import Image
 
 from scriptorium.modes import MODE_ORDER, Mode
 from scriptorium.settings import EngineSettings
-from worker.engine.base import PageInput, Task
+from worker.engine.base import PageInput, PromptTask
 from worker.engine.deepseek.architecture import DeepSeekOcrArchitecture
 from worker.engine.deepseek.engine import DeepSeekOcrEngine, synthetic_page
 from worker.engine.deepseek.generation import GenerationRequest, RepetitionGuard, generate_batch
@@ -156,9 +157,7 @@ def throughput(args: argparse.Namespace) -> None:
     architecture = DeepSeekOcrArchitecture() if args.size == "full" else TINY_ARCHITECTURE
     with tempfile.TemporaryDirectory(prefix="bench-random-", dir=args.scratch) as scratch:
         started = time.perf_counter()
-        weights = {name: tensor.to(dtype) for name, tensor in random_weights(architecture, seed=0).items()}
-        write_checkpoint(Path(scratch), architecture, weights)
-        del weights
+        write_random_checkpoint(Path(scratch), architecture, dtype)
         print(f"wrote a {args.size} random checkpoint in {time.perf_counter() - started:.1f} s", flush=True)
         settings = EngineSettings(
             model_path=scratch, device=args.device, dtype=str(dtype).removeprefix("torch.")
@@ -195,16 +194,29 @@ def throughput(args: argparse.Namespace) -> None:
 
 def run_mode(loaded: LoadedModel, mode: Mode, *, pages: int, new_tokens: int) -> list[int]:
     """Preprocess ``pages`` synthetic pages and generate exactly ``new_tokens`` for each, in one call."""
+    return run_pages(loaded, mode, [synthetic_page(*PAGE_SIZE) for _ in range(pages)], new_tokens)
+
+
+def run_pages(loaded: LoadedModel, mode: Mode, images: Sequence[Image.Image], new_tokens: int) -> list[int]:
+    """Read ``images`` in one generate call, exactly ``new_tokens`` each; returns the prompt lengths."""
     requests = []
-    for _ in range(pages):
-        image = prepare_image(synthetic_page(*PAGE_SIZE), mode)
-        prompt = loaded.tokenizer.prompt_ids(Task.MARKDOWN, image.geometry.placeholders)
+    for page in images:
+        image = prepare_image(page, mode)
+        prompt = loaded.tokenizer.prompt_ids(PromptTask.MARKDOWN, image.geometry.placeholders)
         requests.append(GenerationRequest(prompt, image, new_tokens))
     sequences = generate_batch(
         loaded.model, requests, guard=NO_GUARD, device=loaded.device, dtype=loaded.dtype, ignore_eos=True
     )
     assert all(len(sequence.token_ids) == new_tokens for sequence in sequences)
     return [len(request.prompt_ids) for request in requests]
+
+
+def write_random_checkpoint(
+    directory: Path, architecture: DeepSeekOcrArchitecture, dtype: torch.dtype
+) -> Path:
+    """``architecture`` with seeded random weights in ``dtype``, written in the published layout."""
+    weights = {name: tensor.to(dtype) for name, tensor in random_weights(architecture, seed=0).items()}
+    return write_checkpoint(directory, architecture, weights)
 
 
 def parse_modes(text: str) -> list[Mode]:

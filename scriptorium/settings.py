@@ -74,6 +74,8 @@ class PrepareSettings(BaseModel):
     max_page_pixels: int = 40_000_000  # a page rasterised above this fails as page_too_large
     render_timeout_s: int = 120
     render_memory_mb: int = 2048
+    # A worker's warm render child is replaced after this many documents (and after any fault).
+    render_child_max_documents: int = Field(default=100, ge=1)
 
 
 class LimitsSettings(BaseModel):

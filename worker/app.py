@@ -70,6 +70,8 @@ class ProcessState:
                 engine, load_seconds=loaded - started, warmup_seconds=time.perf_counter() - loaded
             )
             log.info("engine.ready", revision=engine.revision)
+        else:
+            runtime.render_sandbox().prestart()  # CPU workers prepare documents: have the render child ready
         self._runtime = runtime
         if self.ready_file is not None:
             self.ready_file.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,10 @@
 """The prepare step: raw upload → page images in storage, routed page rows in Postgres.
 
 Runs on the CPU queue. Untrusted files are parsed and rasterised in a resource-limited child
-process; page facts are measured and each page routed to a mode; the page rows, the routed
-modes and the document's move to ``processing`` commit together, and page messages are sent
-after that commit (lost ones are re-sent by the sweeper).
+process (this worker process's warm render child, :mod:`worker.prepare.sandbox`); page facts
+are measured and each page routed to a mode; the page rows, the routed modes and the document's
+move to ``processing`` commit together, and page messages are sent after that commit (lost ones
+are re-sent by the sweeper).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from scriptorium.policy import RoutingPolicy
 from scriptorium.quotas import hold_for_concurrency
 from scriptorium.states import DocumentState, PageState
 from scriptorium.storage import page_image_key
-from worker.prepare.sandbox import RenderedPageFile, render_document_sandboxed
+from worker.prepare.sandbox import RenderedPageFile
 from worker.routing.decide import route_page
 from worker.runtime import WorkerRuntime
 
@@ -77,14 +78,12 @@ def prepare_document(runtime: WorkerRuntime, document_id: uuid.UUID) -> None:
 
 
 def _render_and_route(runtime: WorkerRuntime, document: Document, scratch: Path) -> PreparedDocument:
-    settings = runtime.settings
     source = scratch / "source"
     with source.open("wb") as target:
         runtime.store.download_to(document.raw_key, target)
-    result = render_document_sandboxed(
+    result = runtime.render_sandbox().render(
         source,
         scratch / "pages",
-        settings.prepare,
         page_selection=document.page_selection,
         password=document.pdf_password,
     )

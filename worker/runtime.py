@@ -17,6 +17,7 @@ from scriptorium.settings import Settings
 from scriptorium.storage import ObjectStore
 from scriptorium.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from worker.engine.base import Engine
+from worker.prepare.sandbox import RenderSandbox
 from worker.routing.tokens import TokenCounter, token_counter
 
 EngineFactory = Callable[[Settings], Engine]
@@ -32,6 +33,7 @@ class WorkerRuntime:
     ocr_engine: Engine | None = None
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     _token_counter: TokenCounter | None = None
+    _render_sandbox: RenderSandbox | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerRuntime:
@@ -56,10 +58,18 @@ class WorkerRuntime:
             self._token_counter = token_counter(model_dir if model_dir.is_dir() else None)
         return self._token_counter
 
+    def render_sandbox(self) -> RenderSandbox:
+        """This process's warm render child (started on first use, replaced after faults and quotas)."""
+        if self._render_sandbox is None:
+            self._render_sandbox = RenderSandbox(self.settings.prepare)
+        return self._render_sandbox
+
     def require_ocr_engine(self) -> Engine:
         if self.ocr_engine is None:
             raise RuntimeError("this worker has no OCR engine loaded; start it with the GPU queue")
         return self.ocr_engine
 
     def close(self) -> None:
+        if self._render_sandbox is not None:
+            self._render_sandbox.close()
         self.db.dispose()

@@ -1,6 +1,11 @@
-"""What the sandbox parent and its render child exchange: a JSON request on stdin, PNGs and a manifest back.
+"""What the sandbox parent and its render child exchange.
 
-The manifest is the child's last act: it appears (atomically) only once every page is on disk, or
+A child lives for many documents. On its stdin it reads one JSON line to start (:class:`ChildStart`:
+its limits and how many documents it serves), then one line per document (:class:`SandboxRequest`).
+On a private reply channel (its original stdout) it writes one JSON line per event
+(:class:`ChildEvent`): ``ready`` once confined, ``started`` when it takes a document, ``done`` when
+that document's manifest is written. Each document's result is its output directory: PNGs, then the
+manifest as the child's last act for it, appearing (atomically) only once every page is on disk or
 once the document was refused. The parent trusts nothing in it that it does not check.
 """
 
@@ -9,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +26,19 @@ from worker.prepare.sniff import DocumentKind
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 
-# The child exits 0 whenever it wrote a manifest; these are the other ways it can end on purpose.
+# The child exits 0 when its stdin ends or it retires after a ``done``; this is the other way it
+# ends on purpose (a document needed more memory than the address-space cap allows).
 EXIT_OUT_OF_MEMORY = 3
+# The longest event line the parent reads; anything longer is a protocol error.
+MAX_EVENT_BYTES = 4096
 
 
 class ManifestError(Exception):
     """The child's manifest is missing or malformed."""
+
+
+class ProtocolError(Exception):
+    """A line between parent and child that does not follow the protocol."""
 
 
 @dataclass(frozen=True)
@@ -45,10 +58,33 @@ class SandboxResult:
 
 
 @dataclass(frozen=True)
+class ChildStart:
+    """The first line a child reads: the limits it is confined under and serves every document with."""
+
+    limits: PrepareSettings
+    max_documents: int  # the child retires after this many documents
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"limits": self.limits.model_dump(mode="json"), "max_documents": self.max_documents}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ChildStart:
+        fields = _object(text)
+        return cls(
+            limits=PrepareSettings.model_validate(fields["limits"]),
+            max_documents=int(fields["max_documents"]),
+        )
+
+
+@dataclass(frozen=True)
 class SandboxRequest:
+    """One document to render; ``seq`` numbers the child's documents so replies cannot be mixed up."""
+
+    seq: int
     path: Path
     out_dir: Path
-    limits: PrepareSettings
     pages: list[int] | None
     password: str | None
     page_selection: str | None = None  # e.g. "1-3,5,9-"; resolved once the page count is known
@@ -56,9 +92,9 @@ class SandboxRequest:
     def to_json(self) -> str:
         return json.dumps(
             {
+                "seq": self.seq,
                 "path": str(self.path),
                 "out_dir": str(self.out_dir),
-                "limits": self.limits.model_dump(mode="json"),
                 "pages": self.pages,
                 "password": self.password,
                 "page_selection": self.page_selection,
@@ -67,16 +103,41 @@ class SandboxRequest:
 
     @classmethod
     def from_json(cls, text: str) -> SandboxRequest:
-        fields = json.loads(text)
+        fields = _object(text)
         pages = fields["pages"]
         return cls(
+            seq=int(fields["seq"]),
             path=Path(fields["path"]),
             out_dir=Path(fields["out_dir"]),
-            limits=PrepareSettings.model_validate(fields["limits"]),
             pages=None if pages is None else [int(page) for page in pages],
             password=fields["password"],
             page_selection=fields["page_selection"],
         )
+
+
+class EventKind(StrEnum):
+    READY = "ready"  # confined and waiting for documents
+    STARTED = "started"  # took document ``seq``; from here its failure is that document's
+    DONE = "done"  # document ``seq``'s manifest is written
+
+
+@dataclass(frozen=True)
+class ChildEvent:
+    kind: EventKind
+    seq: int = 0  # the document's number; 0 for ``ready``
+    retire: bool = False  # on ``done``: the child exits now (served its quota or grew too large)
+
+    def to_line(self) -> bytes:
+        body = {"event": self.kind.value, "seq": self.seq, "retire": self.retire}
+        return json.dumps(body).encode("utf-8") + b"\n"
+
+    @classmethod
+    def from_line(cls, line: bytes) -> ChildEvent:
+        try:
+            fields = _object(line.decode("utf-8"))
+            return cls(kind=EventKind(fields["event"]), seq=int(fields["seq"]), retire=bool(fields["retire"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"not an event line: {line[:200]!r}") from exc
 
 
 def page_file_name(page_no: int) -> str:
@@ -150,6 +211,13 @@ def _rendered(out_dir: Path, manifest: dict[str, Any]) -> SandboxResult:
             )
         )
     return SandboxResult(info=info, pages=pages)
+
+
+def _object(text: str) -> dict[str, Any]:
+    fields = json.loads(text)
+    if not isinstance(fields, dict):
+        raise ValueError("not a JSON object")
+    return fields
 
 
 def _write(out_dir: Path, body: dict[str, Any]) -> None:

@@ -11,7 +11,11 @@ from scriptorium.settings import PrepareSettings
 from worker.prepare.document import DocumentInfo
 from worker.prepare.sandbox_protocol import (
     MANIFEST_NAME,
+    ChildEvent,
+    ChildStart,
+    EventKind,
     ManifestError,
+    ProtocolError,
     RenderedPageFile,
     SandboxRequest,
     page_file_name,
@@ -31,14 +35,50 @@ def _page_file(out_dir: Path, page_no: int, text: str | None) -> RenderedPageFil
 
 def test_request_round_trips_through_json(tmp_path: Path) -> None:
     request = SandboxRequest(
+        seq=3,
         path=tmp_path / "in.pdf",
         out_dir=tmp_path / "out",
-        limits=PrepareSettings(dpi=200, max_pages=7),
-        pages=None,
-        password="sesame",
-        page_selection="2-5,9-",
+        pages=[2, 5],
+        password="sésame",
+        page_selection=None,
     )
     assert SandboxRequest.from_json(request.to_json()) == request
+    assert "\n" not in request.to_json()  # one request per line
+
+
+def test_start_round_trips_through_json() -> None:
+    start = ChildStart(limits=PrepareSettings(dpi=200, max_pages=7, render_memory_mb=512), max_documents=9)
+    assert ChildStart.from_json(start.to_json()) == start
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        ChildEvent(EventKind.READY),
+        ChildEvent(EventKind.STARTED, 4),
+        ChildEvent(EventKind.DONE, 4, retire=True),
+    ],
+)
+def test_events_round_trip_as_single_lines(event: ChildEvent) -> None:
+    line = event.to_line()
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert ChildEvent.from_line(line.rstrip(b"\n")) == event
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"",
+        b"not json",
+        b"[1]",
+        b'{"event": "exploded", "seq": 1, "retire": false}',
+        b'{"event": "done"}',
+        b"\xff",
+    ],
+)
+def test_a_malformed_event_is_a_protocol_error(line: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        ChildEvent.from_line(line)
 
 
 def test_rendered_manifest_round_trips(tmp_path: Path) -> None:
