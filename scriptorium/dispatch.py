@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from scriptorium.batching import plan_batches
 from scriptorium.db.models import Document
 from scriptorium.dedup import finished_originals, promote, waiting_duplicates
 from scriptorium.lifecycle.documents import complete_as_duplicate
 from scriptorium.quotas import pause_exhausted, resume_ready
-from scriptorium.scheduling import dispatch_due_pages
+from scriptorium.scheduling import DuePage, dispatch_due_pages
 from scriptorium.states import DocumentState, Lane
 from scriptorium.unit_of_work import UnitOfWork
 
@@ -27,7 +28,7 @@ def send_prepare(uow: UnitOfWork, document: Document) -> None:
     uow.outbox.prepare(document.id, document.request_id, Lane(document.priority))
 
 
-def admit_and_dispatch(uow: UnitOfWork, *, depth: int, lost_after_s: int) -> None:
+def admit_and_dispatch(uow: UnitOfWork, *, depth: int, lost_after_s: int, batch_pages: int = 1) -> None:
     """Admit what may start now and send due pages, at most ``depth`` live messages per lane.
 
     First settle duplicates whose original ended, pause documents of tenants past a budget and
@@ -41,14 +42,16 @@ def admit_and_dispatch(uow: UnitOfWork, *, depth: int, lost_after_s: int) -> Non
     for resumed in resume_ready(uow.session):
         if resumed.prepare:  # resumed into "preparing", marked as sent (scriptorium.quotas)
             uow.outbox.prepare(resumed.document_id, resumed.request_id, resumed.lane)
-    dispatch_pages(uow, depth=depth, lost_after_s=lost_after_s)
+    dispatch_pages(uow, depth=depth, lost_after_s=lost_after_s, batch_pages=batch_pages)
 
 
-def dispatch_pages(uow: UnitOfWork, *, depth: int, lost_after_s: int) -> int:
+def dispatch_pages(uow: UnitOfWork, *, depth: int, lost_after_s: int, batch_pages: int = 1) -> int:
     """Only top the broker up with due pages: the cheap refill after each engine batch.
 
-    The admission work of :func:`admit_and_dispatch` (duplicates, budgets, concurrency) runs when
-    a document finishes and on every sweep. Returns how many page messages were registered.
+    Due pages travel as engine batches of up to ``batch_pages`` pages of one mode and lane, grouped
+    by predicted output length (:mod:`scriptorium.batching`); a page that was tried before travels
+    alone. The admission work of :func:`admit_and_dispatch` (duplicates, budgets, concurrency) runs
+    when a document finishes and on every sweep. Returns how many pages were sent.
     """
     due = dispatch_due_pages(uow.session, depth=depth, lost_after_s=lost_after_s)
     if not due:
@@ -60,9 +63,25 @@ def dispatch_pages(uow: UnitOfWork, *, depth: int, lost_after_s: int) -> int:
             )
         ).all()
     )
-    for page in due:
-        uow.outbox.ocr(page.document_id, page.page_no, request_ids.get(page.document_id), page.lane)
+    for batch in engine_batches(due, batch_pages):
+        head = batch[0]
+        pages = [(page.document_id, page.page_no) for page in batch]
+        uow.outbox.ocr(pages, request_ids.get(head.document_id), head.lane)
     return len(due)
+
+
+def engine_batches(due: list[DuePage], batch_pages: int) -> list[list[DuePage]]:
+    """Group due pages (in dispatch order) into engine batches: same lane and mode, similar length."""
+    groups: dict[tuple[Lane, str], list[DuePage]] = {}
+    batches: list[list[DuePage]] = []
+    for page in due:
+        if page.attempts > 0:  # a retried page may be what crashed its last batch: it runs alone
+            batches.append([page])
+        else:
+            groups.setdefault((page.lane, page.mode), []).append(page)
+    for pages in groups.values():
+        batches.extend(plan_batches(pages, max(1, batch_pages)))
+    return sorted(batches, key=lambda batch: (batch[0].lane.rank, min(page.turn for page in batch)))
 
 
 def _settle_duplicates(uow: UnitOfWork) -> None:

@@ -7,13 +7,14 @@ nothing left to do and a lost one is re-sent by the sweeper.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from scriptorium.states import Lane
 
 PREPARE_TASK = "scriptorium.prepare"
-OCR_TASK = "scriptorium.ocr_page"
+OCR_TASK = "scriptorium.ocr_batch"  # one engine batch: pages of one mode
 SWEEP_TASK = "scriptorium.sweep"
 ASSEMBLE_TASK = "scriptorium.assemble_result"
 DELIVER_WEBHOOKS_TASK = "scriptorium.deliver_webhooks"
@@ -46,11 +47,18 @@ class Outbox:
         self._add(PREPARE_TASK, {"document_id": str(document_id), "request_id": request_id}, priority=lane)
 
     def ocr(
-        self, document_id: uuid.UUID, page_no: int, request_id: str | None, lane: Lane = Lane.INTERACTIVE
+        self,
+        pages: Sequence[tuple[uuid.UUID, int]],
+        request_id: str | None = None,
+        lane: Lane = Lane.INTERACTIVE,
     ) -> None:
+        """An engine batch: pages of one mode, read together by whichever GPU worker takes it."""
         self._add(
             OCR_TASK,
-            {"document_id": str(document_id), "page_no": page_no, "request_id": request_id},
+            {
+                "pages": [[str(document_id), page_no] for document_id, page_no in pages],
+                "request_id": request_id,
+            },
             priority=lane,
         )
 

@@ -116,6 +116,17 @@ DEVICE_MEMORY = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
+ENGINE_BUSY_SECONDS = Counter(
+    "scriptorium_engine_busy_seconds",
+    "Seconds the engine spent reading batches; its rate over wall time is the GPU's duty cycle",
+    registry=REGISTRY,
+)
+ENGINE_BATCH_PAGES = Histogram(
+    "scriptorium_engine_batch_pages",
+    "Pages per engine batch",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+    registry=REGISTRY,
+)
 DEPENDENCY_WAITS = Counter(
     "scriptorium_dependency_waits",
     "Tasks put back to retry later because a dependency was down, by dependency and task",
@@ -169,6 +180,11 @@ def count_prepared(outcome: str, *, reason: str = "", page_modes: Iterable[str |
     DOCUMENTS_PREPARED.labels(outcome=outcome, reason=reason).inc()
     for mode in page_modes:
         PAGES_ROUTED.labels(mode=mode or SKIPPED_MODE).inc()
+
+
+def observe_engine_batch(seconds: float, *, pages: int) -> None:
+    ENGINE_BUSY_SECONDS.inc(seconds)
+    ENGINE_BATCH_PAGES.observe(pages)
 
 
 def count_dependency_wait(dependency: str, task: str) -> None:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from scriptorium.sql import LIVE_PAGE_MESSAGE, PAGE_MESSAGE_DUE, params
+from scriptorium.batching import next_batch
+from scriptorium.sql import LIVE_PAGE_MESSAGE, PAGE_MESSAGE_DUE, PREDICTED_TOKENS, params
 from scriptorium.states import Lane
 
 LANES = (Lane.INTERACTIVE, Lane.BULK)
@@ -86,7 +88,7 @@ _DISPATCH_LANE = text(
         WHERE a.allowed > 0
     ),
     chosen AS (
-        SELECT p.document_id, p.page_no
+        SELECT p.document_id, p.page_no, c.in_flight + c.place AS turn
         FROM candidates c JOIN pages p ON p.document_id = c.document_id AND p.page_no = c.page_no
         WHERE c.place <= c.allowed AND p.state = :page_queued
         ORDER BY c.in_flight + c.place, c.created_at, c.document_id, c.page_no
@@ -96,15 +98,17 @@ _DISPATCH_LANE = text(
     UPDATE pages p SET dispatched_at = now()
     FROM chosen
     WHERE p.document_id = chosen.document_id AND p.page_no = chosen.page_no
-    RETURNING p.document_id, p.page_no
+    RETURNING p.document_id, p.page_no, p.planned_mode AS mode, p.attempts, chosen.turn,
+              {PREDICTED_TOKENS} AS predicted_tokens
     """  # noqa: S608 - composed from constant fragments (scriptorium.sql), values are bound
 )
 
-# Companions must never have been tried: a page retried after a crash runs alone, so a poison
-# page kills no batch-mate. Pages already running (the claiming message's own page included)
-# count as turns taken, as in-flight pages do for dispatch.
-_COMPANIONS = text(
-    """
+# The next engine batch a GPU worker takes by itself (prefetching while its engine reads): pages
+# already dispatched (their messages are in the broker and will find nothing), never tried (a page
+# retried after a crash runs alone, so a poison page kills no batch-mate), of the mode of the page
+# at the head of the claim order. Pages running count as turns taken, as in-flight pages do for
+# dispatch. The batch itself is chosen among these candidates by scriptorium.batching.
+_CLAIM_ORDER = f"""
     WITH running AS (
         SELECT d.tenant_id, d.priority, count(*) AS pages
         FROM pages p JOIN documents d ON d.id = p.document_id
@@ -112,7 +116,8 @@ _COMPANIONS = text(
         GROUP BY d.tenant_id, d.priority
     ),
     ranked AS (
-        SELECT p.document_id, p.page_no, p.dispatched_at,
+        SELECT p.document_id, p.page_no, p.dispatched_at, p.planned_mode, d.priority AS lane,
+               {PREDICTED_TOKENS} AS predicted_tokens,
                CASE WHEN d.priority = :lane_interactive THEN 0 ELSE 1 END AS lane_rank,
                coalesce(r.pages, 0) + row_number() OVER (
                    PARTITION BY d.priority, d.tenant_id ORDER BY p.dispatched_at, p.document_id, p.page_no
@@ -120,24 +125,44 @@ _COMPANIONS = text(
         FROM pages p
         JOIN documents d ON d.id = p.document_id
         LEFT JOIN running r ON r.tenant_id = d.tenant_id AND r.priority = d.priority
-        WHERE p.state = :page_queued AND p.planned_mode = :mode AND p.dispatched_at IS NOT NULL
-          AND p.attempts = 0 AND d.state = :document_processing
+        WHERE p.state = :page_queued AND p.dispatched_at IS NOT NULL AND p.attempts = 0
+          AND d.state = :document_processing {{mode_filter}}
     )
-    SELECT p.document_id, p.page_no
+    SELECT r.document_id, r.page_no, r.planned_mode AS mode, r.lane, r.turn, r.predicted_tokens, 0 AS attempts
     FROM pages p JOIN ranked r ON r.document_id = p.document_id AND r.page_no = p.page_no
     WHERE p.state = :page_queued
     ORDER BY r.lane_rank, r.turn, r.dispatched_at, p.document_id, p.page_no
     LIMIT :limit
-    FOR UPDATE OF p SKIP LOCKED
-    """
+"""  # noqa: S608 - composed from constant fragments (scriptorium.sql), values are bound
+_HEAD_OF_LINE = text(_CLAIM_ORDER.format(mode_filter=""))
+_CANDIDATES = text(
+    _CLAIM_ORDER.format(mode_filter="AND p.planned_mode = :mode") + "FOR UPDATE OF p SKIP LOCKED"
 )
 
 
 @dataclass(frozen=True)
 class DuePage:
+    """A page chosen to go to an engine, with what batching needs to know of it."""
+
     document_id: uuid.UUID
     page_no: int
     lane: Lane
+    mode: str
+    attempts: int
+    predicted_tokens: int
+    turn: int  # its place in its tenant's order within the lane
+
+    @classmethod
+    def of(cls, row: Any, lane: Lane | None = None) -> DuePage:
+        return cls(
+            row.document_id,
+            row.page_no,
+            lane or Lane(row.lane),
+            row.mode,
+            row.attempts,
+            int(row.predicted_tokens),
+            int(row.turn),
+        )
 
 
 def live_messages(session: Session, *, lost_after_s: int) -> dict[Lane, int]:
@@ -160,13 +185,21 @@ def dispatch_due_pages(session: Session, *, depth: int, lost_after_s: int) -> li
             _DISPATCH_LANE,
             params(_DISPATCH_LANE, lane=lane.value, capacity=capacity, lost_after_s=lost_after_s),
         ).all()
-        due.extend(DuePage(row.document_id, row.page_no, lane) for row in rows)
+        due.extend(sorted((DuePage.of(row, lane) for row in rows), key=lambda page: page.turn))
     return due
 
 
-def lock_batch_companions(session: Session, *, mode: str, limit: int) -> list[tuple[uuid.UUID, int]]:
-    """Lock up to ``limit`` dispatched, never-tried pages of ``mode``: interactive first, tenants in turn."""
-    if limit <= 0:
+def lock_next_batch(session: Session, *, batch_size: int, window_batches: int) -> list[DuePage]:
+    """Lock the next engine batch of dispatched, never-tried pages (see ``_CLAIM_ORDER``): the mode of
+    the page at the head of the line, then up to ``batch_size`` pages of that mode chosen by length
+    (:func:`scriptorium.batching.next_batch`) among the first ``window_batches`` batches' worth."""
+    if batch_size <= 0:
         return []
-    rows = session.execute(_COMPANIONS, params(_COMPANIONS, mode=mode, limit=limit)).all()
-    return [(row.document_id, row.page_no) for row in rows]
+    head = session.execute(_HEAD_OF_LINE, params(_HEAD_OF_LINE, limit=1)).first()
+    if head is None:
+        return []
+    rows = session.execute(
+        _CANDIDATES, params(_CANDIDATES, mode=head.mode, limit=batch_size * window_batches)
+    ).all()
+    candidates = [DuePage.of(row) for row in rows]
+    return next_batch(candidates, batch_size, window_batches=window_batches)

@@ -29,6 +29,8 @@ LIVE_PAGE_MESSAGE = (
 PAGE_MESSAGE_DUE = (
     "(p.dispatched_at IS NULL OR p.dispatched_at < now() - make_interval(secs => :lost_after_s))"
 )
+# The router's prediction of a page's output length (0 for pages routed without one).
+PREDICTED_TOKENS = "coalesce((p.routing->>'predicted_text_tokens')::int, 0)"
 
 
 def register(prefix: str, values: type[StrEnum]) -> None:

@@ -32,7 +32,7 @@ from scriptorium.queueing import create_celery
 from scriptorium.settings import Settings
 from worker.assembly import store_document_result
 from worker.ingestion import expand_batch, ingest_watch, poll_watches
-from worker.ocr import ocr_page
+from worker.ocr import ocr_batch
 from worker.preparation import prepare_document
 from worker.runtime import EngineFactory, WorkerRuntime
 from worker.sweeper import run_sweep
@@ -99,8 +99,10 @@ def create_worker_app(
         prepare_document(state.runtime, uuid.UUID(document_id))
 
     @app.task(name=OCR_TASK, base=FleetTask)  # type: ignore[untyped-decorator]
-    def ocr(document_id: str, page_no: int, request_id: str | None = None) -> None:
-        ocr_page(state.runtime, uuid.UUID(document_id), int(page_no))
+    def ocr(pages: list[list[Any]], request_id: str | None = None) -> None:
+        ocr_batch(
+            state.runtime, [(uuid.UUID(str(document_id)), int(page_no)) for document_id, page_no in pages]
+        )
         metrics.record_device_memory(state.runtime.ocr_engine)
 
     @app.task(name=ASSEMBLE_TASK, base=FleetTask)  # type: ignore[untyped-decorator]

@@ -1,10 +1,18 @@
-"""The OCR step: claim pages, read them with the resident engine, escalate, record under lease.
+"""The OCR step: engine batches claimed, prefetched, read with escalation, and recorded under lease.
 
-A message names one page; the task claims it and, to fill the engine's batch, more queued
-pages routed to the same mode (their own messages then find nothing to claim). Each page is
-read at its routed mode; when the output shows the page was under-read it is read again one
-mode up, within the policy's limits. Every engine run is accounted, and the kept result is
-written in one transaction that checks the lease.
+A message names one engine batch (pages of one mode, grouped by the dispatcher). The task claims
+it under one lease and then keeps the engine busy: while the engine reads batch k, a CPU-side
+stage records batch k-1 (results, ledger, refill of the broker in one transaction) and claims
+batch k+1 straight from Postgres (dispatched, never-tried pages of the head-of-line mode, grouped
+by predicted length), fetching and decoding its page images, so the device never waits for the
+database or storage. At most one batch is prepared ahead; the task drains until nothing is due
+or half its soft time limit has passed. Pages prefetched from other messages make those messages
+find nothing to claim. Each page is read at its routed mode and read again one mode up when the
+output shows it was under-read, within the policy's limits; every engine run is accounted.
+
+Whatever happens, claimed pages are never stranded: an exception releases the batch on the
+engine (its attempt counted unless a dependency was down) and the prefetched one (never read: its
+attempt refunded); a crash of the process leaves them to their leases.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,8 +35,8 @@ from scriptorium.dispatch import admit_and_dispatch, dispatch_pages
 from scriptorium.errors import ReasonCode
 from scriptorium.lifecycle.claims import (
     PageClaim,
-    claim_batch_companions,
-    claim_page,
+    claim_next_batch,
+    claim_pages,
     extend_leases,
     release_claim,
 )
@@ -53,6 +62,7 @@ from worker.task_base import is_transient
 
 log = get_logger(__name__)
 FATAL_EXIT_CODE = 70
+WINDOW_BATCHES = 4  # how far past the head of the line a prefetched batch may reach for length
 
 
 @dataclass
@@ -71,54 +81,164 @@ class PageWork:
     started: float = field(default_factory=time.monotonic)
 
 
-def ocr_page(runtime: WorkerRuntime, document_id: uuid.UUID, page_no: int) -> None:
+class HeldClaims:
+    """Every claim this worker holds (the batch on the engine, the one prefetched, the one being
+    recorded): the lease keeper extends them all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._claims: dict[tuple[uuid.UUID, int], PageClaim] = {}
+
+    def add(self, claims: Sequence[PageClaim]) -> None:
+        with self._lock:
+            self._claims.update({(c.document_id, c.page_no): c for c in claims})
+
+    def drop(self, claims: Sequence[PageClaim]) -> None:
+        with self._lock:
+            for claim in claims:
+                self._claims.pop((claim.document_id, claim.page_no), None)
+
+    def snapshot(self) -> list[PageClaim]:
+        with self._lock:
+            return list(self._claims.values())
+
+
+@dataclass
+class LoadedBatch:
+    """A claimed batch with its page images in memory, ready for the engine."""
+
+    claims: list[PageClaim]
+    work: list[PageWork]
+
+
+def ocr_batch(runtime: WorkerRuntime, pages: Sequence[tuple[uuid.UUID, int]]) -> None:
+    """Read the message's batch, then go on draining due batches (see the module docstring)."""
     engine = runtime.require_ocr_engine()
-    claims = _claim(runtime, document_id, page_no)
+    claims = _claim_listed(runtime, pages)
     if not claims:
-        log.info("page.skipped", why="not claimable (duplicate, cancelled, finished or exhausted)")
+        log.info("batch.skipped", why="not claimable (duplicate, cancelled, finished or exhausted)")
         return
-    try:
-        with _lease_keeper(runtime, claims):
-            work = [_load(runtime, claim) for claim in claims]
-            _read_with_escalation(engine, work, runtime.settings)
-            outcomes = [_outcome(runtime, engine, item) for item in work]
-    except EngineFatal as fatal:
-        log.critical("engine.fatal", error=str(fatal))
-        os._exit(FATAL_EXIT_CODE)  # the context is poisoned; the pool replaces this process
-    except BaseException as error:
-        _release(runtime, claims, error)
-        raise
-    _record(runtime, work, outcomes)
+    FeedPipeline(runtime, engine).drain(claims)
 
 
-def _claim(runtime: WorkerRuntime, document_id: uuid.UUID, page_no: int) -> list[PageClaim]:
-    """The message's page and, if it was never tried, same-mode companions to fill the batch."""
+class FeedPipeline:
+    """Double buffering: the engine reads on this thread, one helper thread records and prefetches."""
+
+    def __init__(self, runtime: WorkerRuntime, engine: Engine) -> None:
+        self.runtime = runtime
+        self.engine = engine
+        self.held = HeldClaims()
+        limits = runtime.settings.limits
+        self.deadline = time.monotonic() + limits.page_soft_time_limit_s / 2
+        self.batches = 0
+
+    def drain(self, first: list[PageClaim]) -> None:
+        self.held.add(first)
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr-feed") as helper,
+            _lease_keeper(self.runtime, self.held),
+        ):
+            current: LoadedBatch | None = self._load_or_release(first)
+            recording: Future[None] | None = None
+            while current is not None:
+                prefetch = helper.submit(self._prefetch) if time.monotonic() < self.deadline else None
+                try:
+                    self._read(current)
+                except EngineFatal as fatal:
+                    log.critical("engine.fatal", error=str(fatal))
+                    self._abandon(prefetch)
+                    os._exit(FATAL_EXIT_CODE)  # the context is poisoned; the pool replaces this process
+                except BaseException as error:
+                    _release(self.runtime, current.claims, error)
+                    self.held.drop(current.claims)
+                    self._abandon(prefetch)
+                    raise
+                if recording is not None:
+                    recording.result()  # the previous batch is written before this one is queued
+                recording = helper.submit(self._record, current)
+                current = prefetch.result() if prefetch is not None else None
+            if recording is not None:
+                recording.result()
+        log.info("feed.drained", batches=self.batches)
+
+    def _read(self, batch: LoadedBatch) -> None:
+        started = time.monotonic()
+        _read_with_escalation(self.engine, batch.work, self.runtime.settings)
+        metrics.observe_engine_batch(time.monotonic() - started, pages=len(batch.work))
+        self.batches += 1
+
+    def _load_or_release(self, claims: list[PageClaim]) -> LoadedBatch:
+        try:
+            return LoadedBatch(claims, [_load(self.runtime, claim) for claim in claims])
+        except BaseException as error:
+            _release(self.runtime, claims, error, never_read=True)
+            self.held.drop(claims)
+            raise
+
+    def _prefetch(self) -> LoadedBatch | None:
+        """Claim the next batch from Postgres and load its images (helper thread)."""
+        settings = self.runtime.settings
+        with self.runtime.units.committing() as uow:
+            claims = claim_next_batch(
+                uow.session,
+                batch_size=settings.engine.max_batch_pages,
+                window_batches=WINDOW_BATCHES,
+                owner=self.runtime.identity,
+                lease_s=settings.limits.lease_s,
+            )
+        if not claims:
+            return None
+        self.held.add(claims)
+        log.info("batch.prefetched", batch=len(claims), mode=claims[0].planned_mode)
+        return self._load_or_release(claims)
+
+    def _record(self, batch: LoadedBatch) -> None:
+        """Store figures, write results, account tokens and refill the broker (helper thread)."""
+        try:
+            outcomes = [_outcome(self.runtime, self.engine, item) for item in batch.work]
+            _record(self.runtime, batch.work, outcomes)
+        except BaseException as error:
+            _release(self.runtime, batch.claims, error)
+            raise
+        finally:
+            self.held.drop(batch.claims)
+
+    def _abandon(self, prefetch: Future[LoadedBatch | None] | None) -> None:
+        """Give a prefetched batch back untouched: it was never read, so its attempt is refunded."""
+        if prefetch is None:
+            return
+        try:
+            prefetched = prefetch.result(timeout=60)
+        except BaseException:  # its own failure already released it
+            return
+        if prefetched is not None:
+            _release(self.runtime, prefetched.claims, None, never_read=True)
+            self.held.drop(prefetched.claims)
+
+
+def _claim_listed(runtime: WorkerRuntime, pages: Sequence[tuple[uuid.UUID, int]]) -> list[PageClaim]:
     settings = runtime.settings
-    lease_s = settings.limits.lease_s
     with runtime.units.committing() as uow:
-        first = claim_page(uow.session, document_id, page_no, owner=runtime.identity, lease_s=lease_s)
-        if first is None:
-            return []
-        # A retried page may be what crashed the last batch: it runs alone.
-        companions = claim_batch_companions(
-            uow.session,
-            mode=first.planned_mode,
-            limit=settings.engine.max_batch_pages - 1 if first.attempt == 1 else 0,
-            owner=runtime.identity,
-            lease_s=lease_s,
-        )
-    claims = [first, *companions]
-    log.info("page.claimed", batch=len(claims), mode=first.planned_mode, attempt=first.attempt)
+        claims = claim_pages(uow.session, pages, owner=runtime.identity, lease_s=settings.limits.lease_s)
+    if claims:
+        log.info("batch.claimed", batch=len(claims), mode=claims[0].planned_mode, listed=len(pages))
     return claims
 
 
-def _release(runtime: WorkerRuntime, claims: Sequence[PageClaim], error: BaseException) -> None:
-    """Hand the claimed pages back at once instead of waiting for their leases to expire.
+def _release(
+    runtime: WorkerRuntime,
+    claims: Sequence[PageClaim],
+    error: BaseException | None,
+    *,
+    never_read: bool = False,
+) -> None:
+    """Hand claimed pages back at once instead of waiting for their leases to expire.
 
-    An outage of a dependency is not the pages' fault: their attempts are refunded. Anything
-    else (a time limit, an unexpected error) counts, so a poison page still dead-letters.
+    Pages never read, and pages whose read was cut short by an outage of a dependency, are not at
+    fault: their attempts are refunded. Anything else (a time limit, an unexpected error) counts,
+    so a poison page still dead-letters.
     """
-    at_fault = not is_transient(error)
+    at_fault = not never_read and error is not None and not is_transient(error)
     try:
         with runtime.units.committing() as uow:
             for claim in claims:
@@ -126,7 +246,8 @@ def _release(runtime: WorkerRuntime, claims: Sequence[PageClaim], error: BaseExc
     except Exception as release_error:  # the database is away too; the leases will expire
         log.warning("page.release_failed", error=str(release_error))
         return
-    log.warning("page.released", batch=len(claims), why=type(error).__name__, attempt_counted=at_fault)
+    why = type(error).__name__ if error is not None else "prefetched, not read"
+    log.warning("page.released", batch=len(claims), why=why, attempt_counted=at_fault)
 
 
 def _load(runtime: WorkerRuntime, claim: PageClaim) -> PageWork:
@@ -273,7 +394,12 @@ def _record(runtime: WorkerRuntime, work: Sequence[PageWork], outcomes: Sequence
         recorded = record_page_outcomes(uow, list(zip((item.claim for item in work), outcomes, strict=True)))
         finished = [result.event for result in recorded if result.event is not None]
         refill = admit_and_dispatch if finished else dispatch_pages
-        refill(uow, depth=limits.dispatch_depth, lost_after_s=limits.lost_message_after_s)
+        refill(
+            uow,
+            depth=limits.dispatch_depth,
+            lost_after_s=limits.lost_message_after_s,
+            batch_pages=runtime.settings.engine.max_batch_pages,
+        )
     for item, outcome, result in zip(work, outcomes, recorded, strict=True):
         claim = item.claim
         metrics.count_page(
@@ -308,8 +434,8 @@ def _store_figures(runtime: WorkerRuntime, claim: PageClaim, result: PageResult)
 
 
 @contextmanager
-def _lease_keeper(runtime: WorkerRuntime, claims: Sequence[PageClaim]) -> Iterator[None]:
-    """Extend the leases of claimed pages while the engine works on them."""
+def _lease_keeper(runtime: WorkerRuntime, held: HeldClaims) -> Iterator[None]:
+    """Extend the leases of every held claim while the worker has them."""
     stop = threading.Event()
     interval = max(1.0, runtime.settings.limits.lease_s / 3)
 
@@ -317,7 +443,9 @@ def _lease_keeper(runtime: WorkerRuntime, claims: Sequence[PageClaim]) -> Iterat
         while not stop.wait(interval):
             try:
                 with runtime.units.committing() as uow:
-                    lost = extend_leases(uow.session, claims, lease_s=runtime.settings.limits.lease_s)
+                    lost = extend_leases(
+                        uow.session, held.snapshot(), lease_s=runtime.settings.limits.lease_s
+                    )
                 if lost:
                     log.warning("page.lease_lost", pages=sorted(page for _, page in lost))
             except Exception as error:  # the database is away; the fenced write decides later

@@ -150,6 +150,7 @@ def _commit(runtime: WorkerRuntime, document_id: uuid.UUID, prepared: PreparedDo
             uow,
             depth=runtime.settings.limits.dispatch_depth,
             lost_after_s=runtime.settings.limits.lost_message_after_s,
+            batch_pages=runtime.settings.engine.max_batch_pages,
         )
         messages = len(uow.outbox.messages)
     log.info("prepare.done", pages=len(prepared.pages), messages=messages)

@@ -21,7 +21,12 @@ def run_sweep(runtime: WorkerRuntime) -> SweepReport | None:
         if not try_sweeper_lock(uow):
             return None
         report = sweep(uow, lost_after_s=limits.lost_message_after_s, prepare_attempts=PREPARE_ATTEMPTS)
-        admit_and_dispatch(uow, depth=limits.dispatch_depth, lost_after_s=limits.lost_message_after_s)
+        admit_and_dispatch(
+            uow,
+            depth=limits.dispatch_depth,
+            lost_after_s=limits.lost_message_after_s,
+            batch_pages=runtime.settings.engine.max_batch_pages,
+        )
         intake_resend, _ = stalled_intake(
             uow.session, lost_after_s=limits.lost_message_after_s, max_attempts=INTAKE_ATTEMPTS
         )

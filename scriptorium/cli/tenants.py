@@ -142,7 +142,12 @@ def tenant_quota(ctx: click.Context, /, name: str, **_: object) -> int:
                 set_limits(uow.session, owner, **changes)
                 # Resume what the new limits admit now, not at the next sweep.
                 limits = settings().limits
-                admit_and_dispatch(uow, depth=limits.dispatch_depth, lost_after_s=limits.lost_message_after_s)
+                admit_and_dispatch(
+                    uow,
+                    depth=limits.dispatch_depth,
+                    lost_after_s=limits.lost_message_after_s,
+                    batch_pages=settings().engine.max_batch_pages,
+                )
             current = quota_of(uow.session, owner.id)
     except TenantNotFound as error:
         fail(error.message)

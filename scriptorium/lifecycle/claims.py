@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from scriptorium.db.models import Document, Page
 from scriptorium.leases import expired, lease_until
-from scriptorium.scheduling import lock_batch_companions
+from scriptorium.scheduling import lock_next_batch
 from scriptorium.states import DocumentState, PageState
 
 
@@ -116,40 +116,43 @@ def _claims_returning(session: Session, statement: Any) -> list[PageClaim]:
     ]
 
 
-def claim_page(
-    session: Session, document_id: uuid.UUID, page_no: int, *, owner: str, lease_s: int
-) -> PageClaim | None:
-    """Take the page under a fresh lease, or None for a duplicate, stale or exhausted message."""
+def claim_pages(
+    session: Session, pages: Sequence[tuple[uuid.UUID, int]], *, owner: str, lease_s: int
+) -> list[PageClaim]:
+    """Take the listed pages that are still claimable under one lease for the batch; the others
+    (duplicate, stale or exhausted messages, cancelled or paused documents) are left alone."""
+    if not pages:
+        return []
     statement = (
         update(Page)
         .where(
-            Page.document_id == document_id,
-            Page.page_no == page_no,
+            tuple_(Page.document_id, Page.page_no).in_(list(pages)),
             _claimable_page(),
             ~_document_paused(),
         )
         .values(**_running_under_new_lease(owner, lease_s, uuid.uuid4()))
     )
+    order = {page: place for place, page in enumerate(pages)}
     claims = _claims_returning(session, statement)
+    return sorted(claims, key=lambda claim: order[(claim.document_id, claim.page_no)])
+
+
+def claim_page(
+    session: Session, document_id: uuid.UUID, page_no: int, *, owner: str, lease_s: int
+) -> PageClaim | None:
+    """Take one page under a fresh lease, or None for a duplicate, stale or exhausted message."""
+    claims = claim_pages(session, [(document_id, page_no)], owner=owner, lease_s=lease_s)
     return claims[0] if claims else None
 
 
-def claim_batch_companions(
-    session: Session, *, mode: str, limit: int, owner: str, lease_s: int
+def claim_next_batch(
+    session: Session, *, batch_size: int, window_batches: int, owner: str, lease_s: int
 ) -> list[PageClaim]:
-    """Claim up to ``limit`` more dispatched, never-attempted pages routed to ``mode``.
-
-    Interactive pages first, tenants in turn (see ``scheduling.lock_batch_companions``).
-    """
-    locked = lock_batch_companions(session, mode=mode, limit=limit)
-    if not locked:
-        return []
-    statement = (
-        update(Page)
-        .where(tuple_(Page.document_id, Page.page_no).in_(locked))
-        .values(**_running_under_new_lease(owner, lease_s, func.gen_random_uuid()))
-    )
-    return _claims_returning(session, statement)
+    """Claim the next engine batch straight from Postgres (see ``scheduling.lock_next_batch``):
+    what a GPU worker prefetches while its engine reads the current batch."""
+    locked = lock_next_batch(session, batch_size=batch_size, window_batches=window_batches)
+    pages = [(page.document_id, page.page_no) for page in locked]
+    return claim_pages(session, pages, owner=owner, lease_s=lease_s)
 
 
 def extend_leases(

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Document, Event, Page, UsageEntry
 from scriptorium.dispatch import dispatch_pages
-from scriptorium.lifecycle.claims import claim_batch_companions, claim_page, extend_leases
+from scriptorium.lifecycle.claims import claim_next_batch, claim_page, claim_pages, extend_leases
 from scriptorium.lifecycle.documents import cancel_document, lock_document
 from scriptorium.lifecycle.recording import AttemptRecord, PageOutcome, Recorded, record_page_outcome
 from scriptorium.lifecycle.sweeping import sweep
@@ -142,15 +142,31 @@ def test_escalation_attempts_are_each_accounted(
         )
 
 
-def test_batch_companions_share_the_mode(sessions: sessionmaker[Session]) -> None:
+def test_a_prefetched_batch_is_one_mode_under_one_lease(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
+        session.execute(update(Page).where(Page.state == "queued").values(state="cancelled"))
         owner = builders.tenant(session).tenant
         tiny_doc = builders.document_with_pages(session, owner, pages=4, mode="tinyx").id
         builders.document_with_pages(session, owner, pages=4, mode="smallx")
     with sessions.begin() as session:
-        companions = claim_batch_companions(session, mode="tinyx", limit=3, owner="w", lease_s=60)
-    assert len(companions) == 3
-    assert {c.document_id for c in companions} == {tiny_doc}
+        batch = claim_next_batch(session, batch_size=3, window_batches=4, owner="w", lease_s=60)
+    assert len(batch) == 3
+    assert {c.document_id for c in batch} == {tiny_doc}  # the head of the line decides the mode
+    assert len({c.lease_token for c in batch}) == 1
+
+
+def test_a_listed_batch_claims_only_what_is_still_claimable(
+    sessions: sessionmaker[Session], document_id: uuid.UUID
+) -> None:
+    with sessions.begin() as session:
+        assert claim_page(session, document_id, 2, owner="other", lease_s=60) is not None
+    with sessions.begin() as session:
+        batch = claim_pages(
+            session, [(document_id, 3), (document_id, 2), (document_id, 1)], owner="w", lease_s=60
+        )
+    assert [c.page_no for c in batch] == [3, 1]  # in the listed order, page 2 is someone else's
+    with sessions.begin() as session:
+        assert claim_pages(session, [(document_id, 1)], owner="w", lease_s=60) == []  # a duplicate message
 
 
 def test_cancel_stops_queued_pages_and_fences_running_ones(

@@ -149,7 +149,7 @@ def test_duplicate_page_messages_produce_one_result(
     runs_before = len(_engine_events(fleet))
     for _ in range(3):
         for page_no in (1, 2, 3, 4):
-            outbox.ocr(uuid.UUID(document["id"]), page_no, None)
+            outbox.ocr([(uuid.UUID(document["id"]), page_no)])
     publisher.publish(outbox.take())
     time.sleep(3)
     assert len(_engine_events(fleet)) == runs_before

@@ -52,7 +52,7 @@ def test_leaving_without_commit_rolls_back_and_drops_the_messages(sessions: sess
     def failing_route() -> None:
         with UnitOfWork(sessions(), sink) as uow:
             uow.session.add(Tenant(name=name))
-            uow.outbox.ocr(uuid.uuid4(), 1, None)
+            uow.outbox.ocr([(uuid.uuid4(), 1)])
             uow.session.flush()
             raise RuntimeError("the route failed after registering a message")
 
@@ -67,12 +67,12 @@ def test_each_commit_publishes_what_was_registered_since_the_last(sessions: sess
     sink = RecordingSink()
     first, second = uuid.uuid4(), uuid.uuid4()
     with UnitOfWorkFactory(sessions, sink)() as uow:
-        uow.outbox.ocr(first, 1, None)
+        uow.outbox.ocr([(first, 1)])
         uow.commit()
-        uow.outbox.ocr(second, 2, None)
+        uow.outbox.ocr([(second, 2)])
         uow.rollback()  # a unit abandoned half-way sends nothing more
         uow.commit()
-    assert [(m.task, m.kwargs["page_no"]) for m in sink.published] == [(OCR_TASK, 1)]
+    assert [(m.task, m.kwargs["pages"]) for m in sink.published] == [(OCR_TASK, [[str(first), 1]])]
 
 
 def test_committing_units_roll_back_on_an_exception(sessions: sessionmaker[Session]) -> None:

@@ -5,6 +5,7 @@ page, PageFailed / EngineFatal) and produces text derived from the page itself. 
 switched on through environment variables so tests can steer a real worker process:
 
 - ``FAKE_ENGINE_DELAY_S``: seconds per page (default 0)
+- ``FAKE_ENGINE_BATCH_DELAY_S``: seconds per engine call whatever its size (a GPU batch stand-in)
 - ``FAKE_ENGINE_CRASH_PAGES``: page numbers on which the process dies (SIGKILL-like ``os._exit``)
 - ``FAKE_ENGINE_CRASH_ONCE_FILE``: with CRASH_PAGES, crash only while this file does not exist
   (it is created just before dying), so the retry succeeds
@@ -39,6 +40,7 @@ class DeterministicEngine:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings.engine
         self.delay_s = float(os.environ.get("FAKE_ENGINE_DELAY_S", "0"))
+        self.batch_delay_s = float(os.environ.get("FAKE_ENGINE_BATCH_DELAY_S", "0"))
         self.crash_pages = _pages("FAKE_ENGINE_CRASH_PAGES")
         self.crash_once_file = os.environ.get("FAKE_ENGINE_CRASH_ONCE_FILE")
         self.fail_pages = _pages("FAKE_ENGINE_FAIL_PAGES")
@@ -57,6 +59,8 @@ class DeterministicEngine:
         self.warmed_up = True
 
     def run(self, pages: Sequence[PageInput]) -> list[PageResult]:
+        if self.batch_delay_s and self.warmed_up:
+            time.sleep(self.batch_delay_s)
         return [self._read(page) for page in pages]
 
     def _read(self, page: PageInput) -> PageResult:

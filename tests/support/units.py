@@ -28,9 +28,19 @@ class RecordingSink:
 
     @property
     def pages(self) -> list[tuple[uuid.UUID, int, str | None]]:
-        """``ocr`` messages: (document, page, request id), in the order they were sent."""
+        """Pages of ``ocr`` messages: (document, page, request id), in the order they were sent."""
         return [
-            (uuid.UUID(m.kwargs["document_id"]), int(m.kwargs["page_no"]), m.kwargs["request_id"])
+            (uuid.UUID(document_id), int(page_no), m.kwargs["request_id"])
+            for m in self.published
+            if m.task == OCR_TASK
+            for document_id, page_no in m.kwargs["pages"]
+        ]
+
+    @property
+    def batches(self) -> list[list[tuple[uuid.UUID, int]]]:
+        """The engine batches of ``ocr`` messages."""
+        return [
+            [(uuid.UUID(document_id), int(page_no)) for document_id, page_no in m.kwargs["pages"]]
             for m in self.published
             if m.task == OCR_TASK
         ]
@@ -47,7 +57,10 @@ class RecordingSink:
     def lane_of(self, document_id: uuid.UUID) -> Lane:
         """The lane a document's messages travelled in (interactive when none was sent)."""
         for message in self.published:
-            if message.kwargs.get("document_id") == str(document_id):
+            named = {message.kwargs.get("document_id")} | {
+                page[0] for page in message.kwargs.get("pages", [])
+            }
+            if str(document_id) in named:
                 return next(lane for lane, priority in LANE_PRIORITY.items() if priority == message.priority)
         return Lane.INTERACTIVE
 

@@ -184,8 +184,9 @@ def test_two_tenants_with_backlogs_share_the_engine(
 
     assert small.wait_terminal(modest["id"])["state"] == "completed"
     assert big.wait_terminal(large["id"], timeout=180)["state"] == "completed"
-    # The late tenant's pages took turns with the large backlog instead of waiting behind it.
-    assert _read_after(sessions, large["id"], _finished_at(sessions, modest["id"])) >= 8
+    # The late tenant's pages took turns with the large backlog instead of waiting behind it
+    # (behind all of it, none would be read after; the worker claims at most one batch ahead).
+    assert _read_after(sessions, large["id"], _finished_at(sessions, modest["id"])) >= 6
     assert_invariants(sessions, ids(large, modest))
 
 

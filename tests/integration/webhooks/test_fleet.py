@@ -156,7 +156,7 @@ def test_an_upload_produces_exactly_one_signed_completion_at_a_real_receiver(
         outbox = Outbox()
         for _ in range(3):  # duplicate page tasks, racing the real ones on two GPU workers
             for page_no in _pages(sessions, document_id):
-                outbox.ocr(document_id, page_no, None)
+                outbox.ocr([(document_id, page_no)])
         publisher.publish(outbox.take())
         finished = client.wait_terminal(document["id"])
         assert finished["state"] == "completed", finished

@@ -16,7 +16,7 @@ def test_messages_carry_each_document_s_lane() -> None:
     bulk, interactive, unknown = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     outbox = Outbox()
     outbox.prepare(bulk, "req-1", Lane.BULK)
-    outbox.ocr(interactive, 1, None, Lane.INTERACTIVE)
+    outbox.ocr([(interactive, 1)], None, Lane.INTERACTIVE)
     sink = RecordingSink()
     sink.publish(outbox.take())
     assert sink.documents == [(bulk, "req-1")] and sink.pages == [(interactive, 1, None)]
