@@ -69,7 +69,13 @@ from scriptorium.batches.watches import (
 from scriptorium.db.models import Batch, BatchItem, Document, Tenant, Watch
 from scriptorium.errors import InputRejected
 from scriptorium.logging import get_logger
-from scriptorium.sources import SourceRegistry, SourceUnavailable
+from scriptorium.sources import (
+    ListedObject,
+    SourceRegistry,
+    SourceUnavailable,
+    check_object_key,
+    printable,
+)
 from scriptorium.states import Lane
 from scriptorium.storage import StorageUnavailable, StoredObject, UploadTooLarge, raw_key
 from worker.runtime import WorkerRuntime
@@ -284,14 +290,7 @@ class BatchRun:
         listed = source.list_after(
             bucket, str(self.batch.source.get("prefix", "")), after=marker, limit=DISCOVERY_CHUNK
         )
-        items = [
-            NewItem(
-                name=obj.key,
-                origin={"source": source.name, "bucket": bucket, "key": obj.key, "etag": obj.etag},
-                size_bytes=obj.size,
-            )
-            for obj in listed
-        ]
+        items = [_listed_item(source.name, bucket, obj) for obj in listed]
         with self.runtime.units.committing() as uow:
             add_items(
                 uow.session,
@@ -429,6 +428,26 @@ class BatchRun:
             )
             uow.commit()
         return 1
+
+
+def _listed_item(source_name: str, bucket: str, obj: ListedObject) -> NewItem:
+    """A listed object as an input; one whose key no input may name is rejected, not fetched."""
+    try:
+        check_object_key(obj.key)
+    except IntakeRefused as refused:
+        return NewItem(
+            name=printable(obj.key),
+            origin={},
+            state=ItemState.REJECTED,
+            size_bytes=obj.size,
+            error_code=refused.reason.value,
+            error_message=refused.message,
+        )
+    return NewItem(
+        name=obj.key,
+        origin={"source": source_name, "bucket": bucket, "key": obj.key, "etag": obj.etag},
+        size_bytes=obj.size,
+    )
 
 
 class _StagingVisitor:

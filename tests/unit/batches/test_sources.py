@@ -7,7 +7,7 @@ from pydantic import SecretStr
 
 from scriptorium.batches.states import IntakeReason, IntakeRefused
 from scriptorium.settings import Settings, SourceSettings
-from scriptorium.sources import SourceRegistry, normalise_etag, parse_s3_uri
+from scriptorium.sources import SourceRegistry, check_object_key, normalise_etag, parse_s3_uri, printable
 
 
 def test_uris_name_source_bucket_and_key() -> None:
@@ -61,3 +61,31 @@ def test_sources_come_from_nested_environment_variables(monkeypatch: pytest.Monk
 
 def test_etags_lose_their_quotes() -> None:
     assert normalise_etag('"abc-2"') == "abc-2" and normalise_etag(None) == ""
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "a\x00b", "a/\x07b", "/abs", "a//b", "a/./b", "a/../b", "..", "dir/", "k" * 1025, "é" * 513],
+)
+def test_keys_no_input_may_name_are_refused(key: str) -> None:
+    with pytest.raises(IntakeRefused) as refused:
+        check_object_key(key)
+    assert refused.value.reason is IntakeReason.INVALID_OBJECT_KEY
+    assert "\x00" not in refused.value.message
+
+
+@pytest.mark.parametrize("key", ["a", "scans/1931/a b.pdf", "k" * 1024, "a..b/c.", "é/ü.png"])
+def test_ordinary_keys_pass(key: str) -> None:
+    check_object_key(key)
+
+
+def test_prefixes_may_be_empty_or_end_with_a_slash_but_not_climb() -> None:
+    check_object_key("", prefix=True)
+    check_object_key("scans/1931/", prefix=True)
+    with pytest.raises(IntakeRefused):
+        check_object_key("scans/../", prefix=True)
+    assert parse_s3_uri("s3://archive/scans/inbox/", require_key=False).key == "inbox/"
+
+
+def test_control_characters_are_escaped_for_reports() -> None:
+    assert printable("a\x00b\x1fc\x7f") == "a\\x00b\\x1fc\\x7f"
