@@ -243,6 +243,15 @@ class ObjectStore:
         except _FAILURES as error:
             raise StorageUnavailable(str(error)) from error
 
+    def delete_keys(self, keys: list[str]) -> None:
+        """Delete these objects in bulk requests; keys that do not exist are no error."""
+        try:
+            errors = list(self._client.remove_objects(self._bucket, (DeleteObject(key) for key in keys)))
+        except _FAILURES as error:
+            raise StorageUnavailable(str(error)) from error
+        if errors:
+            raise StorageUnavailable(f"{len(errors)} of {len(keys)} objects could not be deleted")
+
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix``; returns how many were removed."""
         try:

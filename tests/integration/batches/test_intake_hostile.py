@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import stat
 import uuid
+import zipfile
 from typing import Any
 
 import pytest
@@ -13,9 +15,22 @@ from fastapi.testclient import TestClient
 from minio import Minio
 from sqlalchemy.orm import Session, sessionmaker
 
+from scriptorium.batches.expansion import first_document_id
 from scriptorium.db.models import Tenant
-from tests.integration.batches.conftest import SOURCE, batch_row, items_of, png, put_object
-from worker.ingestion import expand_batch
+from scriptorium.settings import IntakeSettings
+from scriptorium.storage import ObjectStore, raw_key
+from tests.integration.batches.conftest import (
+    SOURCE,
+    batch_events,
+    batch_row,
+    documents_of,
+    items_of,
+    png,
+    put_object,
+)
+from tests.unit.batches.conftest import zip_bytes
+from worker import ingestion as worker_ingestion
+from worker.ingestion import INTAKE_ATTEMPTS, expand_batch
 from worker.runtime import WorkerRuntime
 
 pytestmark = pytest.mark.integration
@@ -79,3 +94,103 @@ def test_hostile_manifest_lines_are_rejected_one_by_one_and_the_rest_is_ingested
     assert summary["accounted"] and summary["outcomes"]["rejected"] == len(lines) - 2
     csv_report = api.get(f"/v1/batches/{created['id']}/report", headers=headers, params={"format": "csv"})
     assert csv_report.status_code == 200 and csv_report.text.count("invalid_manifest_line") == len(lines) - 2
+
+
+def _archive_at_the_entry_limit(files: int) -> bytes:
+    """A zip of exactly the documented maximum of entries: a few pages, the rest symbolic links
+    (each one an input of the report, skipped, so the test stores few objects)."""
+    limit = IntakeSettings().archive_max_entries
+    assert limit * 12 > 65_535  # one insert of every input would pass Postgres's bind-parameter limit
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for index in range(files):
+            archive.writestr(f"pages/{index:05d}.png", png(f"limit {index} {uuid.uuid4()}"))
+        for index in range(limit - files):
+            link = zipfile.ZipInfo(f"links/{index:05d}.png")
+            link.create_system = 3
+            link.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(link, "../pages/00000.png")
+    return buffer.getvalue()
+
+
+def test_an_archive_with_the_maximum_number_of_entries_is_ingested_whole(
+    api: TestClient,
+    tenant_key: TenantKey,
+    runtime: WorkerRuntime,
+    sessions: sessionmaker[Session],
+) -> None:
+    _, headers = tenant_key
+    limit = runtime.settings.intake.archive_max_entries
+    assert limit == IntakeSettings().archive_max_entries  # the default, as documented
+    data = _archive_at_the_entry_limit(files=5)
+    created = _create(api, headers, files={"archive": ("limit.zip", io.BytesIO(data))})
+    expand_batch(runtime, uuid.UUID(created["id"]))
+
+    batch = batch_row(sessions, created["id"])
+    assert batch.state == "running" and batch.inputs_total == limit and batch.inputs_complete
+    items = items_of(sessions, created["id"])
+    assert [item.seq for item in items] == list(range(1, limit + 1))
+    assert sum(item.state == "ingested" for item in items) == 5
+    assert sum(item.state == "skipped" for item in items) == limit - 5
+    assert len(documents_of(sessions, created["id"])) == 5
+
+
+def _staged_keys(tenant: Tenant, batch_id: uuid.UUID, count: int) -> list[str]:
+    return [raw_key(tenant.id, first_document_id(batch_id, seq)) for seq in range(1, count + 1)]
+
+
+def test_an_intake_run_that_keeps_failing_fails_the_batch_and_leaves_no_objects(
+    api: TestClient,
+    tenant_key: TenantKey,
+    runtime: WorkerRuntime,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant, headers = tenant_key
+    archive = zip_bytes({f"{i}.png": png(f"failing {uuid.uuid4()}") for i in range(3)})
+    created = _create(api, headers, files={"archive": ("f.zip", io.BytesIO(archive))})
+    batch_id = uuid.UUID(created["id"])
+    upload_key = batch_row(sessions, batch_id).source["key"]
+    recorded: list[str] = []
+
+    def broken_add_items(*args: Any, **kwargs: Any) -> int:
+        recorded.extend(key for key in _staged_keys(tenant, batch_id, 3) if store.exists(key))
+        raise RuntimeError("the database refused the inputs")
+
+    monkeypatch.setattr(worker_ingestion, "add_items", broken_add_items)
+    for attempt in range(1, INTAKE_ATTEMPTS + 1):
+        expand_batch(runtime, batch_id)  # never raises: the failure is recorded
+        batch = batch_row(sessions, batch_id)
+        assert batch.intake_lease_expires_at is None  # the next run need not wait for a lease
+        assert batch.state == ("expanding" if attempt < INTAKE_ATTEMPTS else "failed")
+    assert len(recorded) == 3 * INTAKE_ATTEMPTS  # each run had staged the entries…
+    assert not any(store.exists(key) for key in _staged_keys(tenant, batch_id, 3))  # …and removed them
+    assert batch.error_code == "intake_exhausted" and "refused the inputs" in (batch.error_message or "")
+    assert [event.type for event in batch_events(sessions, batch_id)] == ["batch.failed"]
+    assert not store.exists(upload_key)
+
+
+def test_a_cancelled_batch_leaves_no_staged_or_uploaded_objects(
+    api: TestClient,
+    tenant_key: TenantKey,
+    runtime: WorkerRuntime,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant, headers = tenant_key
+    archive = zip_bytes({f"{i}.png": png(f"cancelled {uuid.uuid4()}") for i in range(4)})
+    created = _create(api, headers, files={"archive": ("c.zip", io.BytesIO(archive))})
+    batch_id = uuid.UUID(created["id"])
+    upload_key = batch_row(sessions, batch_id).source["key"]
+    monkeypatch.setattr(runtime.settings.intake, "prepare_window", 2)  # two documents, two inputs wait
+    expand_batch(runtime, batch_id)
+    staged = _staged_keys(tenant, batch_id, 4)
+    assert all(store.exists(key) for key in staged)
+    assert [item.state for item in items_of(sessions, batch_id)] == ["ingested"] * 2 + ["pending"] * 2
+
+    response = api.delete(f"/v1/batches/{batch_id}", headers=headers)
+    assert response.status_code == 202 and response.json()["state"] == "cancelled"
+    assert [store.exists(key) for key in staged] == [True, True, False, False]  # documents keep theirs
+    assert not store.exists(upload_key)
