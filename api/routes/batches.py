@@ -57,6 +57,7 @@ log = get_logger(__name__)
 
 ERRORS = error_responses(401, 404, 409, 413, 422, 429, 503)
 ARCHIVE_SNIFF_BYTES = 512
+MAX_SEQ = 2**31 - 1  # input numbers are 32-bit integer columns
 
 
 def _present(session: Session, batch: Batch, base_url: str) -> BatchOut:
@@ -198,7 +199,7 @@ def create(
 def _decode_seq(cursor: str | None) -> int:
     if not cursor:
         return 0
-    if not cursor.isdigit():
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 10) or int(cursor) > MAX_SEQ:
         raise ApiError(422, "invalid_cursor", "the cursor is not one this API issued")
     return int(cursor)
 
@@ -410,7 +411,7 @@ def cancel(
     session = uow.session
     _own(session, tenant, batch_id)
     uow.commit()
-    cancel_batch(uow, batch_id)
+    cancel_batch(uow, batch_id, store=runtime.store)
     log.info("batch.cancelled", batch_id=str(batch_id))
     body = _present(session, _own(session, tenant, batch_id), public_base_url(request, runtime))
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
