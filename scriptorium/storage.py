@@ -139,15 +139,20 @@ class ObjectStore:
     def bucket(self) -> str:
         return self._bucket
 
-    def ensure_bucket(self) -> None:
+    def ensure_bucket(self) -> bool:
+        """Create the bucket when it is missing; True when this call created it. Safe to repeat
+        and to race: a bucket made meanwhile by someone else counts as existing."""
         try:
-            if not self._client.bucket_exists(self._bucket):
-                self._client.make_bucket(self._bucket)
+            if self._client.bucket_exists(self._bucket):
+                return False
+            self._client.make_bucket(self._bucket)
         except S3Error as error:
             if error.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise StorageUnavailable(str(error)) from error
+            return False
         except _FAILURES as error:
             raise StorageUnavailable(str(error)) from error
+        return True
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the bucket answers."""
