@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from api.deps import RuntimeDep, SessionDep, TenantDep, UnitOfWorkDep, public_base_url
 from api.errors import ApiError
 from api.forms import accepted, document_options
-from api.pagination import decode_cursor, encode_cursor
+from api.pagination import INT32_MAX, decode_cursor, decode_number_cursor, encode_cursor
 from api.presenters import present_batch, present_batch_item, present_document
 from api.routes.webhooks import document_webhook_url
 from api.runtime import ApiRuntime
@@ -57,7 +57,6 @@ log = get_logger(__name__)
 
 ERRORS = error_responses(401, 404, 409, 413, 422, 429, 503)
 ARCHIVE_SNIFF_BYTES = 512
-MAX_SEQ = 2**31 - 1  # input numbers are 32-bit integer columns
 
 
 def _present(session: Session, batch: Batch, base_url: str) -> BatchOut:
@@ -199,9 +198,7 @@ def create(
 def _decode_seq(cursor: str | None) -> int:
     if not cursor:
         return 0
-    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 10) or int(cursor) > MAX_SEQ:
-        raise ApiError(422, "invalid_cursor", "the cursor is not one this API issued")
-    return int(cursor)
+    return decode_number_cursor(cursor, maximum=INT32_MAX)
 
 
 @router.get("", response_model=BatchList, responses=ERRORS, summary="List batches, newest first")

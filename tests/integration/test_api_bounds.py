@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from scriptorium.db.models import Batch, Document, Tenant
+from scriptorium.db.models import Batch, Document, Tenant, Watch
 from scriptorium.settings import Settings
 from scriptorium.storage import ObjectStore
 from tests.support import builders
@@ -119,3 +119,28 @@ def test_rows_stored_with_a_blank_key_before_the_fix_break_nothing(
         assert _upload(client, {**auth, "Idempotency-Key": "fine-key"}).status_code == 202
         assert client.post("/v1/batches", headers=auth, data={"name": "new"}).status_code == 202
         assert _code(_upload(client, {**auth, "Idempotency-Key": ""})) == "invalid_idempotency_key"
+
+
+@pytest.mark.parametrize("cursor", ["9" * 20, "9223372036854775808", "²", "-1"])
+def test_watch_object_cursors_past_64_bits_are_invalid_cursors(
+    client: TestClient,
+    tenant_auth: tuple[Tenant, dict[str, str]],
+    sessions: sessionmaker[Session],
+    cursor: str,
+) -> None:
+    tenant, auth = tenant_auth
+    with sessions.begin() as session:
+        watch = Watch(
+            tenant_id=tenant.id,
+            name="fuzz",
+            source="archive",
+            bucket="b",
+            prefix="",
+            options={},
+            token_hash="0" * 64,
+        )
+        session.add(watch)
+        session.flush()
+        watch_id = watch.id
+    response = client.get(f"/v1/watches/{watch_id}/objects", headers=auth, params={"cursor": cursor})
+    assert _code(response) == "invalid_cursor"
