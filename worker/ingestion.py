@@ -498,13 +498,17 @@ class _StagingVisitor:
         self._keys.append(key)
         stored = self._runtime.store.put_stream(key, stream, limit=max(size, 1))
         self.items.append(
-            NewItem(name=name, origin={"staged": key}, size_bytes=stored.size, sha256=stored.sha256)
+            NewItem(
+                name=printable(name), origin={"staged": key}, size_bytes=stored.size, sha256=stored.sha256
+            )
         )
 
     def skipped(self, name: str, reason: IntakeReason, message: str) -> None:
         state = ItemState.SKIPPED if reason is IntakeReason.NOT_A_REGULAR_FILE else ItemState.REJECTED
         self.items.append(
-            NewItem(name=name, origin={}, state=state, error_code=reason.value, error_message=message)
+            NewItem(
+                name=printable(name), origin={}, state=state, error_code=reason.value, error_message=message
+            )
         )
 
     def discard(self) -> None:

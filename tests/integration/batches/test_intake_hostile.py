@@ -194,3 +194,43 @@ def test_a_cancelled_batch_leaves_no_staged_or_uploaded_objects(
     assert response.status_code == 202 and response.json()["state"] == "cancelled"
     assert [store.exists(key) for key in staged] == [True, True, False, False]  # documents keep theirs
     assert not store.exists(upload_key)
+
+
+def test_listed_objects_with_keys_no_input_may_name_are_rejected_and_the_rest_ingested(
+    api: TestClient,
+    tenant_key: TenantKey,
+    runtime: WorkerRuntime,
+    sessions: sessionmaker[Session],
+    source_client: Minio,
+    source_bucket: str,
+) -> None:
+    _, headers = tenant_key
+    prefix = f"listed-{uuid.uuid4().hex[:6]}/"
+    good = f"{prefix}a-good.png"
+    hostile = f"{prefix}b-bell\x07.png"
+    put_object(source_client, source_bucket, good, png(f"listed {uuid.uuid4()}"))
+    put_object(source_client, source_bucket, hostile, png(f"hostile {uuid.uuid4()}"))
+    created = _create(api, headers, data={"prefix": f"s3://{SOURCE}/{source_bucket}/{prefix}"})
+    expand_batch(runtime, uuid.UUID(created["id"]))
+    items = items_of(sessions, created["id"])
+    assert [(item.name, item.state, item.error_code) for item in items] == [
+        (good, "ingested", None),
+        (f"{prefix}b-bell\\x07.png", "rejected", "invalid_object_key"),
+    ]
+    assert batch_row(sessions, created["id"]).state == "running"
+
+
+def test_archive_member_names_with_control_characters_are_reported_escaped(
+    api: TestClient, tenant_key: TenantKey, runtime: WorkerRuntime, sessions: sessionmaker[Session]
+) -> None:
+    _, headers = tenant_key
+    long_name = "deep/" * 300 + "page.png"
+    archive = zip_bytes({"bell\x07.png": png(f"bell {uuid.uuid4()}"), long_name: png(f"long {uuid.uuid4()}")})
+    created = _create(api, headers, files={"archive": ("names.zip", io.BytesIO(archive))})
+    expand_batch(runtime, uuid.UUID(created["id"]))
+    items = items_of(sessions, created["id"])
+    assert [(item.name, item.state) for item in items] == [
+        ("bell\\x07.png", "ingested"),
+        (long_name, "ingested"),
+    ]
+    assert len(documents_of(sessions, created["id"])) == 2
