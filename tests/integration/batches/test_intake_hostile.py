@@ -8,15 +8,17 @@ import json
 import stat
 import uuid
 import zipfile
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from minio import Minio
+from sqlalchemy import func, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.batches.expansion import first_document_id
-from scriptorium.db.models import Tenant
+from scriptorium.db.models import Batch, Tenant
 from scriptorium.settings import IntakeSettings
 from scriptorium.storage import ObjectStore, raw_key
 from tests.integration.batches.conftest import (
@@ -32,6 +34,7 @@ from tests.unit.batches.conftest import zip_bytes
 from worker import ingestion as worker_ingestion
 from worker.ingestion import INTAKE_ATTEMPTS, expand_batch
 from worker.runtime import WorkerRuntime
+from worker.sweeper import run_sweep
 
 pytestmark = pytest.mark.integration
 TenantKey = tuple[Tenant, dict[str, str]]
@@ -234,3 +237,30 @@ def test_archive_member_names_with_control_characters_are_reported_escaped(
         (long_name, "ingested"),
     ]
     assert len(documents_of(sessions, created["id"])) == 2
+
+
+def test_the_sweeper_that_gives_intake_up_deletes_what_the_batch_left(
+    api: TestClient,
+    tenant_key: TenantKey,
+    runtime: WorkerRuntime,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+) -> None:
+    _, headers = tenant_key
+    archive = zip_bytes({f"{i}.png": png(f"given up {uuid.uuid4()}") for i in range(2)})
+    created = _create(api, headers, files={"archive": ("g.zip", io.BytesIO(archive))})
+    batch_id = uuid.UUID(created["id"])
+    upload_key = batch_row(sessions, batch_id).source["key"]
+    assert store.exists(upload_key)
+    with sessions.begin() as session:  # three runs died holding the lease
+        session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(
+                intake_attempts=INTAKE_ATTEMPTS, intake_lease_expires_at=func.now() - timedelta(seconds=1)
+            )
+        )
+    run_sweep(runtime)
+    batch = batch_row(sessions, batch_id)
+    assert batch.state == "failed" and batch.error_code == "intake_exhausted"
+    assert not store.exists(upload_key)
