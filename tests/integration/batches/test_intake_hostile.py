@@ -264,3 +264,32 @@ def test_the_sweeper_that_gives_intake_up_deletes_what_the_batch_left(
     batch = batch_row(sessions, batch_id)
     assert batch.state == "failed" and batch.error_code == "intake_exhausted"
     assert not store.exists(upload_key)
+
+
+def test_a_batch_cancelled_while_its_archive_is_unpacked_keeps_nothing_staged(
+    api: TestClient,
+    tenant_key: TenantKey,
+    runtime: WorkerRuntime,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant, headers = tenant_key
+    archive = zip_bytes({f"{i}.png": png(f"raced {uuid.uuid4()}") for i in range(3)})
+    created = _create(api, headers, files={"archive": ("r.zip", io.BytesIO(archive))})
+    batch_id = uuid.UUID(created["id"])
+    real_add_items = worker_ingestion.add_items
+    staged_before_cancel: list[bool] = []
+
+    def cancelled_first(session: Session, *args: Any, **kwargs: Any) -> int | None:
+        staged_before_cancel.extend(store.exists(key) for key in _staged_keys(tenant, batch_id, 3))
+        response = api.delete(f"/v1/batches/{batch_id}", headers=headers)  # the client cancels meanwhile
+        assert response.status_code == 202
+        return real_add_items(session, *args, **kwargs)
+
+    monkeypatch.setattr(worker_ingestion, "add_items", cancelled_first)
+    expand_batch(runtime, batch_id)
+    assert staged_before_cancel == [True, True, True]
+    assert batch_row(sessions, batch_id).state == "cancelled"
+    assert items_of(sessions, batch_id) == []
+    assert not any(store.exists(key) for key in _staged_keys(tenant, batch_id, 3))
