@@ -15,11 +15,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from scriptorium.db.models import Document, Page
-from scriptorium.lifecycle import claim_page, record_page_outcome
+from scriptorium.lifecycle.claims import claim_page
+from scriptorium.lifecycle.recording import record_page_outcome
 from scriptorium.settings import Settings
 from scriptorium.storage import ObjectStore
 from tests.support import builders
 from tests.support.invariants import assert_invariants
+from tests.support.units import unit_of_work
 from tests.unit.prepare.broken_pdf import GOOD, HUGE, NOT_A_PAGE, pdf_with_pages
 from worker.preparation import prepare_document
 from worker.runtime import WorkerRuntime
@@ -79,8 +81,8 @@ def test_an_unreadable_page_fails_alone_and_the_document_ends_partial(
         with sessions.begin() as session:
             claim = claim_page(session, document_id, page_no, owner="test", lease_s=60)
             assert claim is not None
-        with sessions.begin() as session:
-            record_page_outcome(session, claim, builders.page_outcome(mode="tiny"))
+        with unit_of_work(sessions) as uow:
+            record_page_outcome(uow, claim, builders.page_outcome(mode="tiny"))
 
     finished = api.get(f"/v1/documents/{document_id}", headers=auth).json()
     assert finished["state"] == "partial", finished
