@@ -1,4 +1,4 @@
-"""Opaque keyset cursors: (created_at, id) of the last row a page showed."""
+"""Opaque keyset cursors: (created_at, id) of the last row a page showed, or a row number."""
 
 from __future__ import annotations
 
@@ -31,3 +31,19 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(created), uuid.UUID(ident)
     except (ValueError, binascii.Error, UnicodeDecodeError) as error:
         raise ApiError(422, "invalid_cursor", "the cursor is not one this API issued") from error
+
+
+INT32_MAX = 2**31 - 1  # an Integer column
+INT64_MAX = 2**63 - 1  # a BigInteger column
+
+
+def decode_number_cursor(cursor: str, *, maximum: int) -> int:
+    """A cursor that is a row number (an input's sequence, a row id), at most ``maximum`` (the
+    column's range): anything else is ``invalid_cursor``, never a query the database refuses."""
+    if (
+        not (cursor.isascii() and cursor.isdigit())
+        or len(cursor) > len(str(maximum))
+        or int(cursor) > maximum
+    ):
+        raise ApiError(422, "invalid_cursor", "the cursor is not one this API issued")
+    return int(cursor)

@@ -23,7 +23,7 @@ from scriptorium.db.models import Document
 from scriptorium.dedup import find_original, fingerprint
 from scriptorium.dispatch import send_prepare
 from scriptorium.errors import DomainError
-from scriptorium.idempotency import insert_or_replay
+from scriptorium.idempotency import check_key, insert_or_replay
 from scriptorium.lifecycle.documents import admit_duplicate
 from scriptorium.page_ranges import parse_page_selection
 from scriptorium.policy import RoutingPolicy
@@ -259,8 +259,10 @@ def intake_stream(
 ) -> Accepted:
     """Stream ``stream`` to storage (hashing it, never holding it whole), then accept the document.
 
-    Raises UploadTooLarge or StorageUnavailable from storage.
+    Raises InvalidIdempotencyKey for a blank key, and UploadTooLarge or StorageUnavailable from
+    storage.
     """
+    check_key(idempotency_key)
     document_id = document_id or uuid.uuid4()
     stored = store.put_stream(raw_key(tenant_id, document_id), stream, limit=limit)
     document = new_document(

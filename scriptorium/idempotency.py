@@ -17,6 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from scriptorium.errors import DomainError
+
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
@@ -28,9 +30,25 @@ class KeyedRow(Protocol):
 RowT = TypeVar("RowT", bound=KeyedRow)
 
 
+class InvalidIdempotencyKey(DomainError):
+    """An ``Idempotency-Key`` header that is present but names nothing (empty or blank)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_idempotency_key", message)
+
+
+def check_key(key: str | None) -> None:
+    """Refuse a present but blank key: it would be stored, and every later blank key would meet
+    it at the unique constraint. An absent header (None) means no idempotency."""
+    if key is not None and not key.strip():
+        raise InvalidIdempotencyKey("the Idempotency-Key header is empty; send a non-blank key or none")
+
+
 def find_by_key(session: Session, model: type[RowT], tenant_id: uuid.UUID, key: str | None) -> RowT | None:
-    """The tenant's row created under ``key``, if any."""
-    if not key:
+    """The tenant's row created under ``key``, if any; InvalidIdempotencyKey for a blank key
+    (rows an earlier version stored under one are never looked up)."""
+    check_key(key)
+    if key is None:
         return None
     columns = model.__table__.c  # type: ignore[attr-defined]
     row: RowT | None = session.execute(

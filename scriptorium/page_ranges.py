@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from scriptorium.errors import InputRejected, ReasonCode
 
-_PART = re.compile(r"^\s*(\d+)\s*(?:(-)\s*(\d+)?\s*)?$")
+_PART = re.compile(r"^\s*([0-9]+)\s*(?:(-)\s*([0-9]+)?\s*)?$")
 MAX_SELECTION_LENGTH = 1024
+MAX_PAGE_NUMBER = 2**31 - 1  # page numbers are 32-bit integer columns; none can be larger
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ def parse_page_selection(text: str) -> tuple[PageRange, ...]:
             )
         first = int(match.group(1))
         last = first if match.group(2) is None else (int(match.group(3)) if match.group(3) else None)
+        if max(first, last or 0) > MAX_PAGE_NUMBER:
+            raise InputRejected(
+                ReasonCode.INVALID_PAGES,
+                f"page range {part.strip()[:40]!r} names a page above {MAX_PAGE_NUMBER}",
+            )
         if first < 1 or (last is not None and last < first):
             raise InputRejected(ReasonCode.INVALID_PAGES, f"page range {part.strip()!r} is empty or below 1")
         ranges.append(PageRange(first, last))

@@ -12,6 +12,7 @@ import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -220,11 +221,54 @@ class Settings(BaseSettings):
             raise ValueError(f"production refuses to start with default secrets: set {', '.join(defaults)}")
         return self
 
+    @model_validator(mode="after")
+    def _sources_cannot_reach_internal_storage(self) -> Settings:
+        """A named source is read with the credentials its tenants never see, on their behalf: one
+        on the internal storage endpoint that may read the internal bucket would let a tenant
+        read every tenant's uploads. Refuse to start unless its bucket list leaves that out."""
+        storage = self.storage
+        internal = {endpoint_address(storage.endpoint, secure=storage.secure)}
+        if storage.public_endpoint:
+            internal.add(endpoint_address(storage.public_endpoint, secure=storage.secure))
+        for name, source in self.sources.items():
+            if endpoint_address(source.endpoint, secure=source.secure) not in internal:
+                continue
+            if source.buckets and storage.bucket not in source.buckets:
+                continue
+            reach = "lists the internal bucket" if source.buckets else "has no bucket list"
+            raise ValueError(
+                f"source {name!r} ({source.endpoint}) is the internal storage endpoint and {reach}, so "
+                f"tenants could read bucket {storage.bucket!r} through it: set "
+                f"SCRIPTORIUM_SOURCES__{name.upper()}__BUCKETS to the buckets it serves, without "
+                f"{storage.bucket!r}"
+            )
+        return self
+
     @property
     def json_logs(self) -> bool:
         if self.log.json_output is not None:
             return self.log.json_output
         return self.environment is Environment.PRODUCTION
+
+
+def endpoint_address(endpoint: str, *, secure: bool) -> tuple[str, int]:
+    """(host, port) an S3 endpoint setting reaches: ``host:port`` or a URL (whose scheme decides
+    TLS), case and trailing dots ignored, the scheme's default port filled in, and every
+    loopback name (``localhost``, ``127.x.x.x``, ``::1``) one host."""
+    text = endpoint.strip()
+    if "://" not in text:
+        text = ("https://" if secure else "http://") + text
+    parts = urlsplit(text)
+    host = (parts.hostname or "").lower().rstrip(".")
+    try:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError as error:
+        raise ValueError(f"endpoint {endpoint!r} has an invalid port") from error
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost" or host.endswith(".localhost")
+    return ("localhost" if loopback else host), port
 
 
 def load_settings(env_file: Path | str | None = ".env", **overrides: Any) -> Settings:

@@ -8,6 +8,7 @@ may be limited to some tenants and some buckets.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from scriptorium.settings import SourceSettings
 from scriptorium.storage import make_s3_client
 
 URI_SCHEME = "s3://"
+MAX_KEY_BYTES = 1024  # the S3 limit on an object key, in UTF-8 bytes
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MISSING_BUCKET = {"NoSuchBucket"}
 _MISSING_OBJECT = {"NoSuchKey", "NoSuchObject", "NotFound"}
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
@@ -55,15 +58,51 @@ class ListedObject:
     size: int
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (NUL included) escaped, safe to store and report."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+
+
+def check_object_key(key: str, *, prefix: bool = False) -> None:
+    """Raise IntakeRefused(invalid_object_key) for a key no input may name: control characters,
+    an absolute key, ``.``, ``..`` or empty segments, a directory marker, or more than S3 allows.
+    A ``prefix`` may be empty and may end with ``/``."""
+    shown = printable(key[:200])
+    if _CONTROL.search(key):
+        raise IntakeRefused(IntakeReason.INVALID_OBJECT_KEY, f"key {shown!r} contains control characters")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise IntakeRefused(
+            IntakeReason.INVALID_OBJECT_KEY, f"key {shown!r} is longer than {MAX_KEY_BYTES} bytes"
+        )
+    if not key:
+        if prefix:
+            return
+        raise IntakeRefused(IntakeReason.INVALID_OBJECT_KEY, "the key is empty")
+    if key.startswith("/"):
+        raise IntakeRefused(IntakeReason.INVALID_OBJECT_KEY, f"key {shown!r} is absolute")
+    segments = key.split("/")
+    if prefix and segments[-1] == "":
+        segments.pop()
+    if any(segment in ("", ".", "..") for segment in segments):
+        what = "a directory, not an object" if key.endswith("/") else "an empty, '.' or '..' segment"
+        raise IntakeRefused(IntakeReason.INVALID_OBJECT_KEY, f"key {shown!r} has {what}")
+
+
 def parse_s3_uri(uri: str, *, require_key: bool = True) -> ObjectRef:
-    """Split ``s3://source/bucket/key``; raises IntakeRefused (invalid_options) when malformed."""
+    """Split ``s3://source/bucket/key``; raises IntakeRefused (invalid_options) when malformed and
+    (invalid_object_key) when the key is one no input may name (:func:`check_object_key`)."""
     if not uri.startswith(URI_SCHEME):
-        raise IntakeRefused(IntakeReason.INVALID_OPTIONS, f"{uri!r} is not an s3://source/bucket/key URI")
+        raise IntakeRefused(
+            IntakeReason.INVALID_OPTIONS, f"{printable(uri[:200])!r} is not an s3://source/bucket/key URI"
+        )
     source, _, rest = uri[len(URI_SCHEME) :].partition("/")
     bucket, _, key = rest.partition("/")
-    if not source or not bucket or (require_key and not key):
+    if not source or not bucket or (require_key and not key) or _CONTROL.search(source + bucket):
         expected = "s3://source/bucket/key" if require_key else "s3://source/bucket/prefix"
-        raise IntakeRefused(IntakeReason.INVALID_OPTIONS, f"{uri!r} is not of the form {expected}")
+        raise IntakeRefused(
+            IntakeReason.INVALID_OPTIONS, f"{printable(uri[:200])!r} is not of the form {expected}"
+        )
+    check_object_key(key, prefix=not require_key)
     return ObjectRef(source=source.lower(), bucket=bucket, key=key)
 
 
@@ -101,6 +140,10 @@ class Source:
                     break
         except S3Error as error:
             raise _refusal(error, f"{bucket}/{prefix}") from error
+        except ValueError as error:  # the client refuses the bucket name or prefix itself
+            raise IntakeRefused(
+                IntakeReason.INVALID_OBJECT_KEY, f"{printable(prefix[:200])!r}: {error}"
+            ) from error
         except _UNREACHABLE as error:
             raise SourceUnavailable(f"source {self.name!r} is unreachable: {error}") from error
         return found
@@ -113,6 +156,10 @@ class Source:
             response = self._client.get_object(bucket, key)
         except S3Error as error:
             raise _refusal(error, f"{bucket}/{key}") from error
+        except ValueError as error:  # the client refuses the bucket name or key itself
+            raise IntakeRefused(
+                IntakeReason.INVALID_OBJECT_KEY, f"{printable(key[:200])!r}: {error}"
+            ) from error
         except _UNREACHABLE as error:
             raise SourceUnavailable(f"source {self.name!r} is unreachable: {error}") from error
         try:

@@ -139,15 +139,20 @@ class ObjectStore:
     def bucket(self) -> str:
         return self._bucket
 
-    def ensure_bucket(self) -> None:
+    def ensure_bucket(self) -> bool:
+        """Create the bucket when it is missing; True when this call created it. Safe to repeat
+        and to race: a bucket made meanwhile by someone else counts as existing."""
         try:
-            if not self._client.bucket_exists(self._bucket):
-                self._client.make_bucket(self._bucket)
+            if self._client.bucket_exists(self._bucket):
+                return False
+            self._client.make_bucket(self._bucket)
         except S3Error as error:
             if error.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise StorageUnavailable(str(error)) from error
+            return False
         except _FAILURES as error:
             raise StorageUnavailable(str(error)) from error
+        return True
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the bucket answers."""
@@ -242,6 +247,15 @@ class ObjectStore:
             self._client.remove_object(self._bucket, key)
         except _FAILURES as error:
             raise StorageUnavailable(str(error)) from error
+
+    def delete_keys(self, keys: list[str]) -> None:
+        """Delete these objects in bulk requests; keys that do not exist are no error."""
+        try:
+            errors = list(self._client.remove_objects(self._bucket, (DeleteObject(key) for key in keys)))
+        except _FAILURES as error:
+            raise StorageUnavailable(str(error)) from error
+        if errors:
+            raise StorageUnavailable(f"{len(errors)} of {len(keys)} objects could not be deleted")
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix``; returns how many were removed."""

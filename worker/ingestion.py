@@ -49,6 +49,7 @@ from scriptorium.batches.expansion import (
     pending_items,
     reject_item,
 )
+from scriptorium.batches.leftovers import discard_leftovers
 from scriptorium.batches.manifest import ManifestLine, decode_manifest, iter_manifest
 from scriptorium.batches.states import BatchKind, BatchState, IntakeReason, IntakeRefused, ItemState
 from scriptorium.batches.watches import (
@@ -69,10 +70,17 @@ from scriptorium.batches.watches import (
 from scriptorium.db.models import Batch, BatchItem, Document, Tenant, Watch
 from scriptorium.errors import InputRejected
 from scriptorium.logging import get_logger
-from scriptorium.sources import SourceRegistry, SourceUnavailable
+from scriptorium.sources import (
+    ListedObject,
+    SourceRegistry,
+    SourceUnavailable,
+    check_object_key,
+    printable,
+)
 from scriptorium.states import Lane
 from scriptorium.storage import StorageUnavailable, StoredObject, UploadTooLarge, raw_key
 from worker.runtime import WorkerRuntime
+from worker.task_base import is_transient
 
 log = get_logger(__name__)
 INTAKE_ATTEMPTS = 3  # intake runs of a batch that may fail in a row before it is given up
@@ -190,6 +198,7 @@ def expand_batch(runtime: WorkerRuntime, batch_id: uuid.UUID) -> None:
     except IntakeRefused as refused:
         with runtime.units.committing() as uow:
             fail_intake(uow.session, batch_id, refused.reason, refused.message)
+        _discard_leftovers(runtime, batch_id)
         log.info(
             "intake.refused", batch_id=str(batch_id), reason=refused.reason.value, detail=refused.message
         )
@@ -198,6 +207,11 @@ def expand_batch(runtime: WorkerRuntime, batch_id: uuid.UUID) -> None:
         with runtime.units.committing() as uow:
             hand_over(uow.session, batch_id, failed=True)
         log.warning("intake.interrupted", batch_id=str(batch_id), error=str(error))
+        return
+    except Exception as error:  # a bug or a refusal nobody foresaw: never leave the batch expanding
+        if is_transient(error):
+            raise  # an outage: the task waits it out (worker.task_base)
+        _intake_failed(runtime, batch, error)
         return
     with runtime.units.committing() as uow:
         if end is RunEnd.FINISHED:
@@ -208,7 +222,30 @@ def expand_batch(runtime: WorkerRuntime, batch_id: uuid.UUID) -> None:
             uow.outbox.expand_batch(batch_id)
         elif end is RunEnd.WINDOW_FULL:
             uow.outbox.expand_batch(batch_id, countdown=runtime.settings.intake.window_poll_s)
+    if end is RunEnd.STOPPED:
+        _discard_leftovers(runtime, batch_id)
     log.info("intake.run_ended", batch_id=str(batch_id), end=end.value)
+
+
+def _discard_leftovers(runtime: WorkerRuntime, batch_id: uuid.UUID) -> None:
+    with runtime.sessions() as session:
+        discard_leftovers(session, runtime.store, batch_id)
+
+
+def _intake_failed(runtime: WorkerRuntime, batch: Batch, error: Exception) -> None:
+    """A run failed unexpectedly. It counts towards giving the batch up: the sweeper sends the
+    next run after the lost-message delay, and the run that uses the last attempt fails the
+    batch (``intake_exhausted``, with the error) instead of leaving it ``expanding``."""
+    message = f"intake failed {batch.intake_attempts} times; last: {type(error).__name__}: {error}"[:2000]
+    with runtime.units.committing() as uow:
+        if batch.intake_attempts >= INTAKE_ATTEMPTS:
+            fail_intake(uow.session, batch.id, IntakeReason.INTAKE_EXHAUSTED, message)
+        else:
+            hand_over(uow.session, batch.id, failed=True)
+    _discard_leftovers(runtime, batch.id)
+    log.exception(
+        "intake.failed", batch_id=str(batch.id), attempts=batch.intake_attempts, error=str(error)[:500]
+    )
 
 
 class BatchRun:
@@ -260,17 +297,20 @@ class BatchRun:
             settings.intake, max_entry_bytes=settings.limits.max_upload_bytes
         )
         visitor = _StagingVisitor(self.runtime, self.batch)
-        with tempfile.TemporaryDirectory(prefix="scriptorium-archive-") as scratch:
-            archive = Path(scratch) / "archive"
-            with archive.open("wb") as target:
-                self.runtime.store.download_to(str(self.batch.source["key"]), target)
-            try:
+        try:
+            with tempfile.TemporaryDirectory(prefix="scriptorium-archive-") as scratch:
+                archive = Path(scratch) / "archive"
+                with archive.open("wb") as target:
+                    self.runtime.store.download_to(str(self.batch.source["key"]), target)
                 summary = unpack_archive(archive, limits, visitor)
-            except BaseException:
-                visitor.discard()
-                raise
-        with self.runtime.units.committing() as uow:
-            add_items(uow.session, self.batch.id, visitor.items, marker=None, complete=True)
+            with self.runtime.units.committing() as uow:
+                recorded = add_items(uow.session, self.batch.id, visitor.items, marker=None, complete=True)
+        except BaseException:
+            visitor.discard()
+            raise
+        if recorded is None:  # the batch was cancelled while its archive was unpacked
+            visitor.discard()
+            return
         log.info(
             "intake.archive_unpacked",
             files=summary.files,
@@ -284,14 +324,7 @@ class BatchRun:
         listed = source.list_after(
             bucket, str(self.batch.source.get("prefix", "")), after=marker, limit=DISCOVERY_CHUNK
         )
-        items = [
-            NewItem(
-                name=obj.key,
-                origin={"source": source.name, "bucket": bucket, "key": obj.key, "etag": obj.etag},
-                size_bytes=obj.size,
-            )
-            for obj in listed
-        ]
+        items = [_listed_item(source.name, bucket, obj) for obj in listed]
         with self.runtime.units.committing() as uow:
             add_items(
                 uow.session,
@@ -431,6 +464,26 @@ class BatchRun:
         return 1
 
 
+def _listed_item(source_name: str, bucket: str, obj: ListedObject) -> NewItem:
+    """A listed object as an input; one whose key no input may name is rejected, not fetched."""
+    try:
+        check_object_key(obj.key)
+    except IntakeRefused as refused:
+        return NewItem(
+            name=printable(obj.key),
+            origin={},
+            state=ItemState.REJECTED,
+            size_bytes=obj.size,
+            error_code=refused.reason.value,
+            error_message=refused.message,
+        )
+    return NewItem(
+        name=obj.key,
+        origin={"source": source_name, "bucket": bucket, "key": obj.key, "etag": obj.etag},
+        size_bytes=obj.size,
+    )
+
+
 class _StagingVisitor:
     """Stores each archive file under its input's key, and remembers every entry in order."""
 
@@ -445,13 +498,17 @@ class _StagingVisitor:
         self._keys.append(key)
         stored = self._runtime.store.put_stream(key, stream, limit=max(size, 1))
         self.items.append(
-            NewItem(name=name, origin={"staged": key}, size_bytes=stored.size, sha256=stored.sha256)
+            NewItem(
+                name=printable(name), origin={"staged": key}, size_bytes=stored.size, sha256=stored.sha256
+            )
         )
 
     def skipped(self, name: str, reason: IntakeReason, message: str) -> None:
         state = ItemState.SKIPPED if reason is IntakeReason.NOT_A_REGULAR_FILE else ItemState.REJECTED
         self.items.append(
-            NewItem(name=name, origin={}, state=state, error_code=reason.value, error_message=message)
+            NewItem(
+                name=printable(name), origin={}, state=state, error_code=reason.value, error_message=message
+            )
         )
 
     def discard(self) -> None:

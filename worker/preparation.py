@@ -30,6 +30,7 @@ from scriptorium.policy import RoutingPolicy
 from scriptorium.quotas import hold_for_concurrency
 from scriptorium.states import DocumentState, PageState
 from scriptorium.storage import page_image_key
+from worker.prepare.document import FailedPage
 from worker.prepare.sandbox import RenderedPageFile
 from worker.routing.decide import route_page
 from worker.runtime import WorkerRuntime
@@ -89,10 +90,38 @@ def _render_and_route(runtime: WorkerRuntime, document: Document, scratch: Path)
     )
     policy = RoutingPolicy.model_validate(document.routing_policy)
     rows = [_route_and_store(runtime, document, rendered, policy) for rendered in result.pages]
+    rows += [_failed_row(runtime, document, failed) for failed in result.failed]
+    rows.sort(key=lambda row: int(row["page_no"]))
     log.info(
-        "prepare.rendered", kind=result.info.kind.value, page_count=result.info.page_count, selected=len(rows)
+        "prepare.rendered",
+        kind=result.info.kind.value,
+        page_count=result.info.page_count,
+        selected=len(rows),
+        failed=[(failed.page_no, failed.reason.value) for failed in result.failed],
     )
     return PreparedDocument(kind=result.info.kind.value, page_count=result.info.page_count, pages=rows)
+
+
+def _failed_row(runtime: WorkerRuntime, document: Document, failed: FailedPage) -> dict[str, Any]:
+    """A page that could not be drawn: failed at once with its reason, never sent to a GPU. It has
+    no image (its ``image_key`` names none) and no size."""
+    return {
+        "document_id": document.id,
+        "page_no": failed.page_no,
+        "state": PageState.FAILED,
+        "attempts": 0,
+        "max_attempts": runtime.settings.limits.page_attempts,
+        "image_key": page_image_key(document.tenant_id, document.id, failed.page_no),
+        "width": 0,
+        "height": 0,
+        "dpi": None,
+        "routing": {"reason": f"not rendered: {failed.reason.value}", "source": "render"},
+        "planned_mode": None,
+        "error_code": failed.reason.value,
+        "error_message": failed.message,
+        "finished_at": func.now(),
+        "ocr_attempts": [],
+    }
 
 
 def _route_and_store(
@@ -126,6 +155,8 @@ def _route_and_store(
         "planned_mode": None if decision.mode is None else decision.mode.value,
         "finished_at": func.now() if skipped else None,
         "ocr_attempts": [],
+        "error_code": None,  # every row of one multi-row insert names the same columns
+        "error_message": None,
     }
 
 
@@ -154,4 +185,7 @@ def _commit(runtime: WorkerRuntime, document_id: uuid.UUID, prepared: PreparedDo
         )
         messages = len(uow.outbox.messages)
     log.info("prepare.done", pages=len(prepared.pages), messages=messages)
-    metrics.count_prepared("prepared", page_modes=[page["planned_mode"] for page in prepared.pages])
+    metrics.count_prepared(
+        "prepared",
+        page_modes=[page["planned_mode"] for page in prepared.pages if page["state"] != PageState.FAILED],
+    )

@@ -4,6 +4,7 @@ and stuck batch intake."""
 from __future__ import annotations
 
 from scriptorium.batches.expansion import stalled_intake
+from scriptorium.batches.leftovers import discard_leftovers
 from scriptorium.dispatch import admit_and_dispatch
 from scriptorium.lifecycle.sweeping import SweepReport, sweep, try_sweeper_lock
 from scriptorium.logging import get_logger
@@ -27,12 +28,16 @@ def run_sweep(runtime: WorkerRuntime) -> SweepReport | None:
             lost_after_s=limits.lost_message_after_s,
             batch_pages=runtime.settings.engine.max_batch_pages,
         )
-        intake_resend, _ = stalled_intake(
+        intake_resend, intake_failed = stalled_intake(
             uow.session, lost_after_s=limits.lost_message_after_s, max_attempts=INTAKE_ATTEMPTS
         )
         for batch_id in intake_resend:
             uow.outbox.expand_batch(batch_id)
         messages = len(uow.outbox.messages)
+        given_up = [event.batch_id for event in intake_failed if event.batch_id is not None]
+    with runtime.sessions() as session:  # after the commit: what the given-up batches left behind
+        for batch_id in given_up:
+            discard_leftovers(session, runtime.store, batch_id)
     if report.requeued or report.dead or messages:
         log.info(
             "sweep.repaired",

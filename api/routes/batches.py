@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from api.deps import RuntimeDep, SessionDep, TenantDep, UnitOfWorkDep, public_base_url
 from api.errors import ApiError
 from api.forms import accepted, document_options
-from api.pagination import decode_cursor, encode_cursor
+from api.pagination import INT32_MAX, decode_cursor, decode_number_cursor, encode_cursor
 from api.presenters import present_batch, present_batch_item, present_document
 from api.routes.webhooks import document_webhook_url
 from api.runtime import ApiRuntime
@@ -198,9 +198,7 @@ def create(
 def _decode_seq(cursor: str | None) -> int:
     if not cursor:
         return 0
-    if not cursor.isdigit():
-        raise ApiError(422, "invalid_cursor", "the cursor is not one this API issued")
-    return int(cursor)
+    return decode_number_cursor(cursor, maximum=INT32_MAX)
 
 
 @router.get("", response_model=BatchList, responses=ERRORS, summary="List batches, newest first")
@@ -410,7 +408,7 @@ def cancel(
     session = uow.session
     _own(session, tenant, batch_id)
     uow.commit()
-    cancel_batch(uow, batch_id)
+    cancel_batch(uow, batch_id, store=runtime.store)
     log.info("batch.cancelled", batch_id=str(batch_id))
     body = _present(session, _own(session, tenant, batch_id), public_base_url(request, runtime))
     return JSONResponse(body.model_dump(mode="json"), status_code=202)

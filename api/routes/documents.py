@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Header, Path, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
@@ -23,6 +23,7 @@ from scriptorium.errors import Conflict, NotFound, ReasonCode
 from scriptorium.idempotency import find_by_key
 from scriptorium.lifecycle.documents import cancel_document, lock_document, page_state_counts
 from scriptorium.logging import bind_context, get_logger
+from scriptorium.page_ranges import MAX_PAGE_NUMBER
 from scriptorium.results import assemble_markdown, failed_pages
 from scriptorium.states import DocumentState, Lane
 from scriptorium.storage import ObjectStore
@@ -234,7 +235,11 @@ def get_result(
     summary="One page: result, image link, routing decision and tokens",
 )
 def get_page(
-    document_id: uuid.UUID, page_no: int, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
+    document_id: uuid.UUID,
+    page_no: Annotated[int, Path(ge=1, le=MAX_PAGE_NUMBER)],
+    runtime: RuntimeDep,
+    session: SessionDep,
+    tenant: TenantDep,
 ) -> PageOut:
     document = _own_document(session, tenant, document_id)
     page = session.get(Page, (_pages_source(session, document).id, page_no))

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import RuntimeDep, SessionDep, TenantDep, UnitOfWorkDep, public_base_url
 from api.errors import ApiError
+from api.pagination import INT64_MAX, decode_number_cursor
 from api.schemas import ErrorDetail, ErrorResponse, error_responses
 from scriptorium.acceptance import DocumentOptions, resolve_spec
 from scriptorium.batches.notifications import created_objects
@@ -266,9 +267,7 @@ def objects(
     if state is not None:
         query = query.where(WatchObject.state == state.value)
     if cursor:
-        if not cursor.isdigit():
-            raise ApiError(422, "invalid_cursor", "the cursor is not one this API issued")
-        query = query.where(WatchObject.id < int(cursor))
+        query = query.where(WatchObject.id < decode_number_cursor(cursor, maximum=INT64_MAX))
     rows = list(session.execute(query.order_by(WatchObject.id.desc()).limit(limit + 1)).scalars())
     return WatchObjectList(
         items=[

@@ -124,11 +124,19 @@ class _Unpacker:
                 f"the archive holds more than {self.limits.max_entries} entries",
             )
 
-    def check_declared(self, name: str, size: int, packed: int | None) -> None:
+    def check_declared(self, name: str, size: int, packed: int | None, levels: list[_Level]) -> None:
+        """Refuse on what a member declares before reading it: a bomb by its ratio first (its own
+        when its packed size is known, and what it would make each enclosing archive yield), then
+        the archive's expanded-bytes limit."""
+        self.check_declared_ratio(name, size, packed, levels)
         if self.summary.expanded_bytes + size > self.limits.max_expanded_bytes:
             raise self._too_large()
+
+    def check_declared_ratio(self, name: str, size: int, packed: int | None, levels: list[_Level]) -> None:
         if packed is not None:
             self._check_ratio(f"member {name!r}", size, packed)
+        for level in levels:
+            self._check_ratio(level.label, level.unpacked + size, level.packed)
 
     def account(
         self, levels: list[_Level], entry: str, entry_bytes: int, entry_packed: int | None, n: int
@@ -200,9 +208,10 @@ class _Unpacker:
                     self.visitor.skipped(name, IntakeReason.ENCRYPTED_ENTRY, "the member is encrypted")
                     continue
                 if info.file_size > self.limits.max_entry_bytes:
+                    self.check_declared_ratio(name, info.file_size, info.compress_size, levels)
                     self._reject_large(name, info.file_size)
                     continue
-                self.check_declared(name, info.file_size, info.compress_size)
+                self.check_declared(name, info.file_size, info.compress_size, levels)
                 try:
                     with archive.open(info) as stream:
                         self._entry(stream, name, info.file_size, info.compress_size, levels)
@@ -225,13 +234,14 @@ class _Unpacker:
         declared = 0
         for info in members:
             name = safe_member_name(info.filename)
-            if info.is_dir() or info.file_size > self.limits.max_entry_bytes:
+            if info.is_dir():
                 continue
             self._check_ratio(f"member {name!r}", info.file_size, info.compress_size)
-            declared += info.file_size
+            if info.file_size <= self.limits.max_entry_bytes:  # larger ones are rejected, never read
+                declared += info.file_size
+        self._check_ratio(level.label, declared, level.packed)
         if self.summary.expanded_bytes + declared > self.limits.max_expanded_bytes:
             raise self._too_large()
-        self._check_ratio(level.label, declared, level.packed)
 
     def _walk_tar(self, path: Path, prefix: str, levels: list[_Level]) -> None:
         try:
@@ -245,9 +255,13 @@ class _Unpacker:
                         self._skip(name, "a link or special file")
                         continue
                     if member.size > self.limits.max_entry_bytes:
+                        # Skipping it still inflates it: its bytes count towards each level's ratio.
+                        self.check_declared_ratio(name, member.size, None, levels)
+                        for level in levels:
+                            level.unpacked += member.size
                         self._reject_large(name, member.size)
                         continue
-                    self.check_declared(name, member.size, None)
+                    self.check_declared(name, member.size, None, levels)
                     stream = archive.extractfile(member)
                     if stream is None:
                         self._skip(name, "a member without data")

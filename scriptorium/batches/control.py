@@ -16,12 +16,14 @@ from sqlalchemy.orm import Session
 
 from scriptorium.acceptance import DocumentOptions
 from scriptorium.batches.completion import finish_batch_if_done, lock_batch
+from scriptorium.batches.leftovers import discard_leftovers
 from scriptorium.batches.states import BatchKind, BatchState, IntakeReason, ItemState
 from scriptorium.db.models import Batch, BatchItem, Document, Event
 from scriptorium.errors import Conflict
 from scriptorium.idempotency import insert_or_replay
 from scriptorium.lifecycle.documents import cancel_document, lock_document
 from scriptorium.states import TERMINAL_DOCUMENT_STATES, DocumentState, Lane
+from scriptorium.storage import ObjectStore
 from scriptorium.unit_of_work import UnitOfWork
 
 RETRYABLE_ITEM_REASONS = (IntakeReason.SOURCE_UNAVAILABLE, IntakeReason.INTAKE_EXHAUSTED)
@@ -125,12 +127,14 @@ def close_batch(session: Session, batch_id: uuid.UUID) -> Event | None:
     return finish_batch_if_done(session, batch_id)
 
 
-def cancel_batch(uow: UnitOfWork, batch_id: uuid.UUID) -> Batch:
+def cancel_batch(uow: UnitOfWork, batch_id: uuid.UUID, *, store: ObjectStore | None = None) -> Batch:
     """Stop intake and cancel every unfinished document; raises BatchConflict when already final.
 
     A use case of its own units: the batch is marked under its lock and committed first, then
     each document is cancelled and committed on its own (the fleet's lock order is document,
-    then batch), and a last commit completes the batch if no document's cancellation did.
+    then batch), and a last commit completes the batch if no document's cancellation did. With
+    ``store``, what only the cancelled inputs referenced is then deleted from it
+    (:mod:`scriptorium.batches.leftovers`).
     """
     session = uow.session
     batch = lock_batch(session, batch_id)
@@ -167,6 +171,8 @@ def cancel_batch(uow: UnitOfWork, batch_id: uuid.UUID) -> Batch:
         uow.commit()
     finish_batch_if_done(session, batch_id)
     uow.commit()
+    if store is not None:
+        discard_leftovers(session, store, batch_id)
     cancelled = session.get(Batch, batch_id, populate_existing=True)
     assert cancelled is not None
     return cancelled

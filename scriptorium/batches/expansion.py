@@ -28,6 +28,7 @@ from scriptorium.storage import StoredObject, raw_key
 from scriptorium.unit_of_work import UnitOfWork
 
 _NAMESPACE = uuid.UUID("5d0c6a43-1f6e-4be8-9a0f-2f3bd4d3c1a7")
+INSERT_ROWS = 1000  # inputs per INSERT: 12 columns each, far below Postgres's 65,535 bind parameters
 
 
 def first_document_id(batch_id: uuid.UUID, seq: int) -> uuid.UUID:
@@ -88,13 +89,15 @@ def hand_over(session: Session, batch_id: uuid.UUID, *, failed: bool = False) ->
 
 def add_items(
     session: Session, batch_id: uuid.UUID, items: list[NewItem], *, marker: str | None, complete: bool
-) -> int:
-    """Append inputs after the batch's last one (under its row lock); returns how many were added."""
+) -> int | None:
+    """Append inputs after the batch's last one (under its row lock), in statements of
+    :data:`INSERT_ROWS`, all in the caller's transaction; returns how many were added, or None
+    when the batch is no longer ``expanding`` (nothing is added)."""
     batch = lock_batch(session, batch_id)
     if batch is None or batch.state != BatchState.EXPANDING:
-        return 0
-    if items:
-        first = batch.inputs_total + 1
+        return None
+    first = batch.inputs_total + 1
+    for start in range(0, len(items), INSERT_ROWS):  # one statement stays under 65,535 parameters
         session.execute(
             insert(BatchItem)
             .values(
@@ -113,12 +116,12 @@ def add_items(
                         "history": [],
                         "fetch_attempts": 0,
                     }
-                    for offset, item in enumerate(items)
+                    for offset, item in enumerate(items[start : start + INSERT_ROWS], start=start)
                 ]
             )
             .on_conflict_do_nothing()
         )
-        batch.inputs_total += len(items)
+    batch.inputs_total += len(items)
     batch.intake_marker = marker
     batch.inputs_complete = complete
     batch.updated_at = func.now()

@@ -5,7 +5,9 @@
 
 ``uri`` names a configured source, a bucket and a key. Blank lines are ignored. A line that is
 not valid is not fatal: it becomes a rejected input with the reason, so the report accounts for
-every line.
+every line — a key no input may name (NUL or control characters, ``..``, ``.`` or empty
+segments, an absolute or over-long key) and a NUL anywhere in the line included; the name the
+report shows has its control characters escaped.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from scriptorium.acceptance import DocumentOptions, OptionsRejected
 from scriptorium.batches.states import IntakeReason, IntakeRefused
-from scriptorium.sources import ObjectRef, parse_s3_uri
+from scriptorium.sources import ObjectRef, parse_s3_uri, printable
 
 MAX_LINE_CHARS = 64 * 1024
 
@@ -62,8 +64,19 @@ class _BadLine(Exception):
         self.message = message
 
 
+def _holds_nul(value: Any) -> bool:
+    """Whether a NUL hides anywhere in a parsed JSON value (no database text can hold one)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
 def _parse_object(text: str) -> tuple[str, ObjectRef, DocumentOptions]:
-    label = text[:200]
+    label = printable(text[:200])
     if len(text) > MAX_LINE_CHARS:
         raise _BadLine(label, f"longer than {MAX_LINE_CHARS} characters")
     try:
@@ -73,12 +86,14 @@ def _parse_object(text: str) -> tuple[str, ObjectRef, DocumentOptions]:
     if not isinstance(value, dict) or not isinstance(value.get("uri"), str):
         raise _BadLine(label, 'not a JSON object with a "uri" string')
     uri = value.pop("uri")
+    if _holds_nul(value):
+        raise _BadLine(printable(uri), "a value contains a NUL character")
     try:
         return uri, parse_s3_uri(uri), DocumentOptions.parse(value)
     except IntakeRefused as refused:
-        raise _BadLine(uri, refused.message) from refused
+        raise _BadLine(printable(uri), refused.message) from refused
     except OptionsRejected as rejected:
-        raise _BadLine(uri, rejected.message) from rejected
+        raise _BadLine(printable(uri), rejected.message) from rejected
 
 
 def iter_manifest(lines: list[str], *, start: int) -> Iterator[ManifestLine]:

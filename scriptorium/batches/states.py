@@ -80,6 +80,7 @@ class IntakeReason(StrEnum):
     INVALID_MANIFEST = "invalid_manifest"
     INVALID_MANIFEST_LINE = "invalid_manifest_line"
     INVALID_OPTIONS = "invalid_options"
+    INVALID_OBJECT_KEY = "invalid_object_key"  # NUL/control characters, ., .. or empty segments, too long
     UNKNOWN_SOURCE = "unknown_source"
     SOURCE_NOT_ALLOWED = "source_not_allowed"
     SOURCE_BUCKET_MISSING = "source_bucket_missing"

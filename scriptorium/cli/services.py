@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from scriptorium.cli.context import settings
+from scriptorium.cli.context import fail, settings
 
 
 @click.command()
@@ -67,13 +67,26 @@ def beat() -> int:
     return 0
 
 
-@click.command()
+@click.command(short_help="Apply database migrations; create the storage bucket when missing.")
 @click.argument("revision", default="head")
 def migrate(revision: str) -> int:
-    """Apply database migrations up to REVISION (default: head)."""
+    """Bring the persistent stores to what this version needs: apply database migrations up to
+    REVISION (default: head), then create the storage bucket when it is missing (a fleet outside
+    compose needs no other set-up step). Exits 1 when storage cannot be reached."""
     from scriptorium.db.migrate import upgrade
+    from scriptorium.storage import ObjectStore, StorageUnavailable
 
-    upgrade(settings().db.url, revision=revision)
+    current = settings()
+    upgrade(current.db.url, revision=revision)
+    bucket, endpoint = current.storage.bucket, current.storage.endpoint
+    try:
+        created = ObjectStore(current.storage).ensure_bucket()
+    except StorageUnavailable as error:
+        fail(f"storage at {endpoint} did not give bucket {bucket!r}: {error}")
+        return 1
+    click.echo(
+        f"created bucket {bucket!r} at {endpoint}" if created else f"bucket {bucket!r} exists at {endpoint}"
+    )
     return 0
 
 

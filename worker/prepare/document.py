@@ -7,6 +7,7 @@ from typing import Protocol
 
 from PIL import Image
 
+from scriptorium.errors import ReasonCode
 from worker.prepare.sniff import DocumentKind
 
 
@@ -18,6 +19,15 @@ class RenderedPage:
     # PDFs: the effective dpi, lower than requested when clamped to the pixel cap. Images: the
     # resolution the file declares, or the configured dpi when it declares none that is plausible.
     dpi: int
+
+
+@dataclass(frozen=True)
+class FailedPage:
+    """A page of an otherwise readable document that could not be drawn; it fails on its own."""
+
+    page_no: int  # 1-based
+    reason: ReasonCode
+    message: str
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,15 @@ from pathlib import Path
 
 from scriptorium.errors import InputRejected, ReasonCode
 from scriptorium.settings import PrepareSettings
-from worker.prepare.document import DocumentInfo, PageSource, RenderedPage
+from worker.prepare.document import DocumentInfo, FailedPage, PageSource, RenderedPage
 from worker.prepare.images import ImageSource
 from worker.prepare.pdf import PdfSource
 from worker.prepare.sniff import DocumentKind, sniff_file
 
 __all__ = [
+    "PAGE_FAILURES",
     "DocumentInfo",
+    "FailedPage",
     "OpenDocument",
     "RenderedPage",
     "inspect_document",
@@ -26,6 +28,10 @@ __all__ = [
     "render_pages",
     "select_pages",
 ]
+
+
+# Refusals of one page that leave the rest of the document readable.
+PAGE_FAILURES = frozenset({ReasonCode.CORRUPT, ReasonCode.PAGE_TOO_LARGE})
 
 
 class OpenDocument:
@@ -42,6 +48,28 @@ class OpenDocument:
         """
         selected = select_pages(pages, self.info.page_count)
         return (self._source.render_page(page_no) for page_no in selected)
+
+    def render_each(self, pages: Sequence[int] | None = None) -> Iterator[RenderedPage | FailedPage]:
+        """Like :meth:`render`, but a page that cannot be drawn (a corrupt page object, a page over
+        the pixel cap) comes out as a :class:`FailedPage` and the next page is read. When no
+        selected page could be drawn the first page's refusal is raised at the end: a document
+        with nothing readable fails as a whole, as with :meth:`render`."""
+        selected = select_pages(pages, self.info.page_count)
+        first_failure: InputRejected | None = None
+        rendered_any = False
+        for page_no in selected:
+            try:
+                page = self._source.render_page(page_no)
+            except InputRejected as rejected:
+                if rejected.reason not in PAGE_FAILURES:
+                    raise
+                first_failure = first_failure or rejected
+                yield FailedPage(page_no=page_no, reason=rejected.reason, message=rejected.message)
+                continue
+            rendered_any = True
+            yield page
+        if first_failure is not None and not rendered_any:
+            raise first_failure
 
 
 @contextmanager

@@ -106,7 +106,10 @@ def _render(request: SandboxRequest, limits: PrepareSettings) -> None:
         pages = request.pages
         if request.page_selection is not None:
             pages = resolve_page_selection(request.page_selection, document.info.page_count)
-        files = [_save(page, request) for page in document.render(pages)]
+        files = [
+            _save(page, request) if isinstance(page, RenderedPage) else page
+            for page in document.render_each(pages)
+        ]
         write_rendered(request.out_dir, document.info, files)
 
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from scriptorium.errors import InputRejected, ReasonCode
 from scriptorium.settings import PrepareSettings
-from worker.prepare.document import DocumentInfo
+from worker.prepare.document import DocumentInfo, FailedPage
 from worker.prepare.sniff import DocumentKind
 
 MANIFEST_NAME = "manifest.json"
@@ -55,6 +56,7 @@ class RenderedPageFile:
 class SandboxResult:
     info: DocumentInfo
     pages: list[RenderedPageFile]
+    failed: list[FailedPage] = field(default_factory=list)  # selected pages that could not be drawn
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def page_file_name(page_no: int) -> str:
     return f"page-{page_no:05d}.png"
 
 
-def write_rendered(out_dir: Path, info: DocumentInfo, pages: list[RenderedPageFile]) -> None:
+def write_rendered(out_dir: Path, info: DocumentInfo, pages: Sequence[RenderedPageFile | FailedPage]) -> None:
     _write(
         out_dir,
         {
@@ -161,6 +163,12 @@ def write_rendered(out_dir: Path, info: DocumentInfo, pages: list[RenderedPageFi
                     "text_layer": page.text_layer,
                 }
                 for page in pages
+                if isinstance(page, RenderedPageFile)
+            ],
+            "failed_pages": [
+                {"page_no": page.page_no, "reason": page.reason.value, "message": page.message}
+                for page in pages
+                if isinstance(page, FailedPage)
             ],
         },
     )
@@ -210,7 +218,13 @@ def _rendered(out_dir: Path, manifest: dict[str, Any]) -> SandboxResult:
                 text_layer=None if text_layer is None else str(text_layer),
             )
         )
-    return SandboxResult(info=info, pages=pages)
+    failed = [
+        FailedPage(
+            page_no=int(entry["page_no"]), reason=ReasonCode(entry["reason"]), message=str(entry["message"])
+        )
+        for entry in manifest.get("failed_pages", [])
+    ]
+    return SandboxResult(info=info, pages=pages, failed=failed)
 
 
 def _object(text: str) -> dict[str, Any]:

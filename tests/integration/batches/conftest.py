@@ -4,6 +4,7 @@ a worker runtime to run intake in-process, and helpers that finish documents the
 from __future__ import annotations
 
 import io
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -30,14 +31,17 @@ from tests.support.units import unit_of_work
 from worker.runtime import WorkerRuntime
 
 SOURCE = "archive"
+MISSING_BUCKET = "source-never-created"  # the source serves it, the server has no such bucket
 
 
-def source_env(s3: S3Server) -> dict[str, str]:
-    """The named source as the variables the fleet's processes read."""
+def source_env(s3: S3Server, buckets: list[str]) -> dict[str, str]:
+    """The named source as the variables the fleet's processes read. It shares the endpoint of
+    internal storage, so it must list its buckets (the fleet refuses to start otherwise)."""
     return {
         "SCRIPTORIUM_SOURCES__ARCHIVE__ENDPOINT": s3.endpoint,
         "SCRIPTORIUM_SOURCES__ARCHIVE__ACCESS_KEY": s3.access_key,
         "SCRIPTORIUM_SOURCES__ARCHIVE__SECRET_KEY": s3.secret_key,
+        "SCRIPTORIUM_SOURCES__ARCHIVE__BUCKETS": json.dumps(buckets),
     }
 
 
@@ -56,19 +60,18 @@ def source_bucket(source_client: Minio) -> str:
 
 
 @pytest.fixture(scope="session")
-def intake_settings(settings: Settings, s3_server: S3Server) -> Settings:
-    return settings.model_copy(
-        update={
-            "sources": {
-                SOURCE: SourceSettings(
-                    endpoint=s3_server.endpoint,
-                    access_key=s3_server.access_key,
-                    secret_key=SecretStr(s3_server.secret_key),
-                )
-            },
-            "intake": IntakeSettings(run_budget_s=60, watch_poll_interval_s=1, copy_concurrency=4),
-        }
-    )
+def intake_settings(settings: Settings, s3_server: S3Server, source_bucket: str) -> Settings:
+    values = settings.model_dump()
+    values["sources"] = {
+        SOURCE: SourceSettings(
+            endpoint=s3_server.endpoint,
+            access_key=s3_server.access_key,
+            secret_key=SecretStr(s3_server.secret_key),
+            buckets=[source_bucket, MISSING_BUCKET],
+        )
+    }
+    values["intake"] = IntakeSettings(run_budget_s=60, watch_poll_interval_s=1, copy_concurrency=4)
+    return Settings(_env_file=None, **values)  # validated like a process's settings
 
 
 @pytest.fixture(scope="session")

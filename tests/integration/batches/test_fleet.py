@@ -48,10 +48,14 @@ TERMINAL = ("completed", "failed", "cancelled")
 
 @pytest.fixture(scope="module")
 def fleet(
-    env: dict[str, str], store: ObjectStore, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+    env: dict[str, str],
+    store: ObjectStore,
+    s3_server: S3Server,
+    source_bucket: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Fleet]:
     with running_fleet(
-        {**env, **FLEET_ENV, **source_env(s3_server)}, tmp_path_factory.mktemp("batch-fleet")
+        {**env, **FLEET_ENV, **source_env(s3_server, [source_bucket])}, tmp_path_factory.mktemp("batch-fleet")
     ) as fleet:
         fleet.start_api()
         fleet.spawn(

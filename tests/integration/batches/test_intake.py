@@ -23,6 +23,7 @@ from scriptorium.db.models import Batch, Document, Tenant
 from scriptorium.dispatch import admit_and_dispatch
 from scriptorium.storage import ObjectStore, raw_key
 from tests.integration.batches.conftest import (
+    MISSING_BUCKET,
     SOURCE,
     batch_events,
     batch_row,
@@ -214,9 +215,7 @@ def test_a_prefix_of_an_unknown_source_or_bucket_is_refused(
     _, headers = tenant_key
     response = api.post("/v1/batches", headers=headers, data={"prefix": "s3://nowhere/bucket/p/"})
     assert response.status_code == 422 and response.json()["error"]["code"] == "unknown_source"
-    created = _create(
-        api, headers, data={"prefix": f"s3://{SOURCE}/no-such-bucket-{uuid.uuid4().hex[:6]}/p/"}
-    )
+    created = _create(api, headers, data={"prefix": f"s3://{SOURCE}/{MISSING_BUCKET}/p/"})
     expand_batch(runtime, uuid.UUID(created["id"]))
     batch = api.get(f"/v1/batches/{created['id']}", headers=headers).json()
     assert batch["state"] == "failed" and batch["error"]["code"] == "source_bucket_missing"

@@ -104,6 +104,33 @@ def test_a_gzip_bomb_is_refused_while_streaming(
     assert "zeros.png" not in recorder.files
 
 
+@pytest.mark.parametrize("name", ["bomb.zip", "bomb.tgz"])
+@pytest.mark.parametrize("size", [8 * 1024 * 1024, 16 * 1024 * 1024])
+def test_a_single_member_bomb_larger_than_the_entry_limit_is_refused_as_a_bomb(
+    tmp_path: Path, limits: ArchiveLimits, recorder: Recorder, name: str, size: int
+) -> None:
+    """Over the per-file limit (5 MiB) and, at 16 MiB, over the whole-archive limit (10 MiB) too: the
+    ratio gives it away, so it is the bomb refusal, not a too-large member the rest survives."""
+    build = zip_bytes if name.endswith(".zip") else tar_bytes
+    archive = write(tmp_path, name, build({"zeros.png": bytes(size)}))
+    assert _refusal(archive, limits, recorder) is IntakeReason.ARCHIVE_COMPRESSION_RATIO
+    assert recorder.files == {} and recorder.skips == []
+
+
+@pytest.mark.parametrize("name", ["big.zip", "big.tar"])
+def test_an_incompressible_member_over_the_entry_limit_is_too_large_not_a_bomb(
+    tmp_path: Path, limits: ArchiveLimits, recorder: Recorder, name: str
+) -> None:
+    entries = {"big.pdf": os.urandom(6 * 1024 * 1024), "small.pdf": b"fits"}
+    if name.endswith(".zip"):
+        data = zip_bytes(entries, compression=zipfile.ZIP_STORED)
+    else:
+        data = tar_bytes(entries, mode="w")
+    unpack_archive(write(tmp_path, name, data), limits, recorder)
+    assert list(recorder.files) == ["small.pdf"]
+    assert recorder.skips == [("big.pdf", IntakeReason.TOO_LARGE)]
+
+
 def test_an_archive_that_unpacks_to_too_much_is_refused(
     tmp_path: Path, limits: ArchiveLimits, recorder: Recorder
 ) -> None:

@@ -44,6 +44,11 @@ def test_a_line_names_an_object_and_its_options() -> None:
         ('{"uri": "s3://a/b"}', "s3://source/bucket/key"),
         ('{"uri": "s3://a/b/c", "colour": "red"}', "colour"),
         ('{"uri": "s3://a/b/c", "task": "poetry"}', "task"),
+        ('{"uri": "s3://a/b/c/../d"}', "segment"),
+        ('{"uri": "s3://a/b//etc/passwd"}', "absolute"),
+        ('{"uri": "s3://a/b/c\\u0000d"}', "control characters"),
+        ('{"uri": "s3://a/b/c", "metadata": {"n": "\\u0000"}}', "NUL"),
+        ('{"uri": "\u0000"}', "not valid JSON"),
     ],
 )
 def test_a_bad_line_is_a_rejected_input_with_a_reason(text: str, fragment: str) -> None:
@@ -51,6 +56,7 @@ def test_a_bad_line_is_a_rejected_input_with_a_reason(text: str, fragment: str) 
     assert parsed is not None and parsed.refusal is not None
     assert parsed.refusal.reason is IntakeReason.INVALID_MANIFEST_LINE
     assert "line 9" in parsed.refusal.message and fragment in parsed.refusal.message
+    assert "\x00" not in parsed.name
 
 
 def test_blank_lines_are_not_inputs_and_line_numbers_are_kept() -> None:

@@ -121,6 +121,8 @@ def test_minio_gets_its_bucket_once_it_is_healthy() -> None:
 def test_migrations_run_once_before_the_api_and_the_workers() -> None:
     defined = services()
     assert defined["migrate"]["restart"] == "no"
+    # migrate also checks the bucket, so it runs once MinIO has it and the application's user
+    assert defined["migrate"]["depends_on"]["minio-init"] == {"condition": "service_completed_successfully"}
     for name in ("api", "worker-cpu", "beat", "worker-gpu"):
         depends = defined[name]["depends_on"]
         assert depends["migrate"] == {"condition": "service_completed_successfully"}, name

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 from scriptorium.cli import cli
 from tests.support import fleet as fleet_module
 from tests.support.fleet import SCRIPTORIUM, Fleet, ManagedProcess
-from tests.support.services import postgres_database
+from tests.support.services import S3Server, postgres_database
 from tests.unit.deploy.deployment import (
     COMPOSE_FILE,
     DOCKERFILES,
@@ -117,10 +117,18 @@ def test_services_without_scriptorium_commands_run_files_that_ship() -> None:
 
 
 @pytest.mark.integration
-def test_the_compose_migrate_command_brings_a_fresh_database_to_head() -> None:
+def test_the_compose_migrate_command_brings_a_fresh_database_to_head(s3_server: S3Server) -> None:
     command = dict(scriptorium_commands())["migrate"]
     with postgres_database() as url:
-        environment = {"PATH": "/usr/bin:/bin", "SCRIPTORIUM_DB__URL": url, "PYTHONPATH": str(ROOT)}
+        environment = {
+            "PATH": "/usr/bin:/bin",
+            "SCRIPTORIUM_DB__URL": url,
+            "SCRIPTORIUM_STORAGE__ENDPOINT": s3_server.endpoint,
+            "SCRIPTORIUM_STORAGE__ACCESS_KEY": s3_server.access_key,
+            "SCRIPTORIUM_STORAGE__SECRET_KEY": s3_server.secret_key,
+            "SCRIPTORIUM_STORAGE__BUCKET": "migrate-entrypoint",
+            "PYTHONPATH": str(ROOT),
+        }
         completed = subprocess.run(
             [sys.executable, "-m", "scriptorium.cli", *command],
             cwd=ROOT,
