@@ -29,6 +29,7 @@ from api.routes import usage as usage_routes
 from api.routes import webhooks as webhook_routes
 from scriptorium.activity import tenant_activity
 from scriptorium.batches.report import report_rows
+from scriptorium.batches.states import BatchState
 from scriptorium.db.models import Page
 from scriptorium.states import DocumentState, Lane, PageState
 from scriptorium.usage import GroupBy, usage_lines, usage_total
@@ -382,7 +383,7 @@ def batches(
             "nav": "batches",
             "batches": listing.items,
             "next_cursor": listing.next_cursor,
-            "live": any(batch.finished_at is None for batch in listing.items),
+            "live": any(not BatchState(batch.state).is_terminal for batch in listing.items),
         },
     )
 
@@ -407,7 +408,8 @@ def batch(
             "batch": body,
             "rows": rows[:REPORT_ROWS_SHOWN],
             "truncated": len(rows) > REPORT_ROWS_SHOWN,
-            "live": body.finished_at is None,
+            "terminal": BatchState(body.state).is_terminal,
+            "live": not BatchState(body.state).is_terminal,
         },
     )
 
@@ -478,9 +480,9 @@ def usage(request: Request, session: SessionDep, console: ConsoleSessionDep) -> 
             "nav": "usage",
             "days": USAGE_DAYS,
             "charts": [
-                bar_chart("Pages per day", series("pages")),
-                bar_chart("Vision tokens per day", series("vision_tokens")),
-                bar_chart("Output tokens per day", series("output_tokens")),
+                bar_chart("Pages per day", series("pages"), height=140),
+                bar_chart("Vision tokens per day", series("vision_tokens"), height=140),
+                bar_chart("Output tokens per day", series("output_tokens"), height=140),
             ],
             "modes": by_mode,
             "mode_max": mode_max,

@@ -1,0 +1,79 @@
+"""Model output through the console's markdown renderer and sanitiser."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.console.rendering import render_markdown
+from api.console.views import bar_chart, label_class
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "<script>alert(1)</script>",
+        '<img src="x" onerror="alert(1)">',
+        '<a href="javascript:alert(1)">x</a>',
+        '<a href="JaVaScRiPt:alert(1)">x</a>',
+        '<td onclick="alert(1)">x</td>',
+        '<iframe src="https://evil.example"></iframe>',
+        '<svg onload="alert(1)"><circle r="1"/></svg>',
+        '<div style="background:url(javascript:alert(1))">x</div>',
+        '<form action="https://evil.example"><button>go</button></form>',
+        "[x](javascript:alert(1))",
+        '<math><mi xlink:href="javascript:alert(1)">x</mi></math>',
+        '<span class="math" onclick="alert(1)">x</span>',
+    ],
+)
+def test_nothing_executable_survives(hostile: str) -> None:
+    html = render_markdown(f"before\n\n{hostile}\n\nafter").lower()
+    for forbidden in (
+        "<script",
+        "onerror",
+        "onclick",
+        "onload",
+        "javascript:",
+        "<iframe",
+        "<svg",
+        "style=",
+        "<form",
+    ):
+        assert forbidden not in html.replace("[x](javascript:alert(1))", ""), (hostile, html)
+    assert "before" in html and "after" in html
+
+
+def test_a_markdown_link_to_javascript_stays_text() -> None:
+    assert "href" not in render_markdown("[x](javascript:alert(1))")
+
+
+def test_tables_and_links_survive() -> None:
+    html = render_markdown(
+        '| a | b |\n|---|---|\n| 1 | 2 |\n\n<table><tr><td colspan="2">merged</td></tr></table>\n\n'
+        "[site](https://example.org)"
+    )
+    assert "<th>a</th>" in html and "<td>2</td>" in html
+    assert '<td colspan="2">merged</td>' in html
+    assert '<a href="https://example.org" rel="noopener noreferrer nofollow">site</a>' in html
+
+
+def test_formulas_keep_their_backslashes_for_katex() -> None:
+    html = render_markdown("inline \\(\\alpha_1 < 2\\) and\n\n\\[\\frac{a}{b}\\]\n\n$$x^2$$")
+    assert '<span class="math">\\alpha_1 &lt; 2</span>' in html
+    assert '<div class="math">\\frac{a}{b}</div>' in html
+    assert '<div class="math">x^2</div>' in html
+
+
+def test_empty_output_renders_nothing() -> None:
+    assert render_markdown(None) == "" and render_markdown("") == ""
+
+
+def test_labels_map_to_a_fixed_set_of_classes() -> None:
+    assert label_class("Title") == "label-title"
+    assert label_class('x" onmouseover="alert(1)') == "label-other"
+
+
+def test_bars_scale_to_the_largest_value() -> None:
+    chart = bar_chart("t", [("a", 0.0), ("b", 5.0), ("c", 10.0)], width=300, height=120)
+    assert [bar.height for bar in chart.bars] == [0.0, 50.0, 100.0]
+    assert chart.bars[2].y == 20.0 and chart.maximum == 10.0
+    assert bar_chart("t", []).bars == []
