@@ -195,7 +195,7 @@ class Settings(BaseSettings):
     )
 
     environment: Environment = Environment.DEVELOPMENT
-    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)  # signs idempotency, cursor tokens and console sessions
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)  # signs console session cookies
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)

@@ -76,7 +76,7 @@ def number(value: float | int | None) -> str:
     if value is None:
         return "–"
     if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.2f}"
+        return f"{value:,.2f}".replace(",", "\u202f")
     return f"{int(value):,}".replace(",", "\u202f")
 
 

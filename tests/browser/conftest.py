@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import shutil
@@ -21,6 +22,7 @@ from tests.support.fleet import Fleet, running_fleet
 # Set to a folder (docs/console to refresh the README's pictures) to keep the screenshots.
 SCREENSHOTS_ENV = "SCRIPTORIUM_CONSOLE_SCREENSHOTS"
 WINDOW = (1280, 860)
+MAX_SCREENSHOT_HEIGHT = 1500
 
 
 def _binary(*names: str) -> str | None:
@@ -82,7 +84,17 @@ class Screenshots:
         if self.folder is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        image = Image.open(io.BytesIO(self.driver.get_screenshot_as_png())).convert("RGB")
+        metrics = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
+        height = min(int(metrics["cssContentSize"]["height"]), MAX_SCREENSHOT_HEIGHT)
+        shot = self.driver.execute_cdp_cmd(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": WINDOW[0], "height": height, "scale": 1},
+            },
+        )
+        image = Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
         image.quantize(colors=128, dither=Image.Dither.NONE).save(self.folder / f"{name}.png", optimize=True)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from api.console.rendering import render_markdown
@@ -77,3 +79,24 @@ def test_bars_scale_to_the_largest_value() -> None:
     assert [bar.height for bar in chart.bars] == [0.0, 50.0, 100.0]
     assert chart.bars[2].y == 20.0 and chart.maximum == 10.0
     assert bar_chart("t", []).bars == []
+
+
+def test_the_console_loads_nothing_from_other_hosts() -> None:
+    """Air-gapped hosts: templates, styles and scripts reference only this server's own files."""
+    from api.console.views import HERE
+
+    sources = [
+        *(HERE / "templates").glob("*.html"),
+        HERE / "static" / "console.css",
+        HERE / "static" / "console.js",
+    ]
+    assert len(sources) > 5
+    for source in sources:
+        text = source.read_text()
+        for reference in ("http://", "https://", 'src="//', 'href="//', "url(//"):
+            assert reference not in text, f"{source.name} loads from elsewhere: {reference}"
+    katex = HERE / "static" / "katex"
+    assert (katex / "LICENSE").exists() and (katex / "katex.min.js").exists()
+    fonts = {font.name for font in (katex / "fonts").glob("*.woff2")}
+    for wanted in re.findall(r"fonts/(KaTeX_[A-Za-z0-9_-]+\.woff2)", (katex / "katex.min.css").read_text()):
+        assert wanted in fonts
