@@ -31,6 +31,7 @@ from scriptorium.activity import tenant_activity
 from scriptorium.batches.report import report_rows
 from scriptorium.batches.states import BatchState
 from scriptorium.db.models import Page
+from scriptorium.errors import InputRejected
 from scriptorium.states import DocumentState, Lane, PageState
 from scriptorium.usage import GroupBy, usage_lines, usage_total
 from scriptorium.webhooks.states import DeliveryState
@@ -58,6 +59,8 @@ class ConsoleRoute(APIRoute):
                 )
             except ApiError as error:
                 return _problem(request, error.status, error.code, error.message)
+            except InputRejected as error:
+                return _problem(request, 422, error.reason.value, error.message)
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
             return response

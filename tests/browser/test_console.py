@@ -218,6 +218,22 @@ def test_a_batch_is_followed_to_completion(
     assert len(outcomes) == 3 and outcomes.count("done") == 2, outcomes
     assert browser.find_element(By.LINK_TEXT, "Report CSV").get_attribute("href").endswith("/report.csv")
     screenshots.take("batch")
+
+    browser.find_element(By.XPATH, "//button[normalize-space()='Retry failed']").click()
+    _wait(browser, lambda d: "round 2" in _text(d, "#batch-summary"), "the retry's round")
+    _mark_no_reload(browser)
+    _wait(
+        browser, lambda d: _text(d, "#batch-summary .state") == "completed", "the retried batch to complete"
+    )
+    assert _not_reloaded(browser)
+    retried = [
+        row
+        for row in browser.find_elements(By.CSS_SELECTOR, "#batch-report tbody tr")
+        if "notes.txt" in row.text
+    ]
+    assert (
+        retried and retried[0].find_elements(By.CSS_SELECTOR, "td")[-1].text == "2"
+    )  # a new try, history kept
     browser.get(f"{fleet.api_url}/console/batches")
     screenshots.take("batches")
 

@@ -256,3 +256,35 @@ def test_signing_out_clears_the_cookie(settings: Settings, tenant_key: str) -> N
         response = client.post("/console/logout", data={"csrf_token": csrf})
         assert response.status_code == 303 and response.headers["location"] == "/console/login"
         assert client.get("/console").status_code == 303
+
+
+def test_uploads_and_batch_actions_go_through_the_api(
+    settings: Settings, tenant_key: str, sessions: sessionmaker[Session]
+) -> None:
+    with _new_client(settings) as client:
+        csrf = _sign_in(client, tenant_key)
+        files = {"file": ("memo.pdf", io.BytesIO(b"%PDF-1.4 console upload"))}
+        refused = client.post("/console/documents", data={"csrf_token": csrf, "pages": "0-2"}, files=files)
+        assert refused.status_code == 422 and "invalid_pages" in refused.text
+        files = {"file": ("memo.pdf", io.BytesIO(b"%PDF-1.4 console upload"))}
+        accepted = client.post("/console/documents", data={"csrf_token": csrf, "pages": "1"}, files=files)
+        assert accepted.status_code == 303
+        document_id = uuid.UUID(accepted.headers["location"].rsplit("/", 1)[-1])
+        with sessions() as session:
+            document = session.get(Document, document_id)
+            assert document is not None and document.filename == "memo.pdf" and document.page_selection == "1"
+
+        api = {"Authorization": f"Bearer {tenant_key}"}
+        batch = client.post("/v1/batches", headers=api, data={"name": "open uploads"}).json()
+        page = client.get(f"/console/batches/{batch['id']}")
+        assert page.status_code == 200 and "open uploads" in page.text and "Cancel" in page.text
+        assert client.post(f"/console/batches/{batch['id']}/cancel", data={}).status_code == 403
+        cancelled = client.post(f"/console/batches/{batch['id']}/cancel", data={"csrf_token": csrf})
+        assert cancelled.status_code == 303
+        assert client.get(f"/v1/batches/{batch['id']}", headers=api).json()["state"] == "cancelled"
+        retry = client.post(f"/console/batches/{batch['id']}/retry-failed", data={"csrf_token": csrf})
+        assert retry.status_code == 409 and "Something is wrong" in retry.text
+        report = client.get(f"/console/batches/{batch['id']}/report.csv")
+        assert report.status_code == 200 and report.text.startswith("seq,")
+        usage = client.get("/console/usage.csv", params={"group_by": "mode"})
+        assert usage.status_code == 200 and usage.headers["content-type"].startswith("text/csv")

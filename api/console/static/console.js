@@ -6,7 +6,7 @@
   // [data-live-region] element for its fresh copy. The HTML comes from this server, already
   // escaped and sanitised; DOMParser documents never run scripts.
   function refresh() {
-    fetch(window.location.href, { credentials: "same-origin", headers: { "X-Console-Live": "1" } })
+    fetch(window.location.href, { credentials: "same-origin" })
       .then(function (response) {
         if (response.redirected || !response.ok) { return null; }
         return response.text();
