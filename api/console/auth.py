@@ -14,6 +14,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -131,11 +132,15 @@ ConsoleSessionDep = Annotated[ConsoleSession, Depends(current_session)]
 
 
 def _same_origin(request: Request) -> bool:
+    """No Origin (older browsers) passes on the token alone; otherwise it must be this site as the
+    browser reached it (the Host header) or as configured (``API__PUBLIC_URL``, behind a proxy)."""
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None
-    host = request.headers.get("host", "")
-    return origin.split("://", 1)[-1] == host
+    if origin is None:
+        return True
+    given = urlsplit(origin).netloc.lower()
+    public_url: str = request.app.state.runtime.settings.api.public_url
+    allowed = {request.headers.get("host", "").lower(), urlsplit(public_url).netloc.lower()}
+    return bool(given) and given in allowed
 
 
 def check_csrf(request: Request, submitted: str | None, expected: str) -> None:

@@ -166,8 +166,20 @@ def test_state_changing_forms_need_the_session_token_and_this_origin(
         assert evil.status_code == 403
         with sessions() as session:
             assert session.get(Document, document_id).state == DocumentState.PROCESSING.value  # type: ignore[union-attr]
+        opaque = client.post(url, data={"csrf_token": csrf}, headers={"Origin": "null"})
+        assert opaque.status_code == 403
+        not_yet = client.get(f"/console/documents/{document_id}/result.md")
+        assert not_yet.status_code == 409 and "not_ready" in not_yet.text
         done = client.post(url, data={"csrf_token": csrf}, headers={"Origin": "http://testserver"})
         assert done.status_code == 303
+        result = client.get(f"/console/documents/{document_id}/result.md")
+        assert result.status_code == 200 and result.headers["content-type"].startswith("text/markdown")
+        assert result.headers["content-disposition"] == f'attachment; filename="{document_id}.md"'
+        assert (
+            client.get(f"/console/documents/{document_id}/result.json").json()["document"]["state"]
+            == "cancelled"
+        )
+        assert client.get(f"/console/documents/{document_id}/result.txt").status_code == 404
         with sessions() as session:
             assert session.get(Document, document_id).state == DocumentState.CANCELLED.value  # type: ignore[union-attr]
 
