@@ -21,16 +21,18 @@ from api.console.auth import ConsoleSession, ConsoleSessionDep, CsrfRejected, No
 from api.console.views import SECURITY_HEADERS, bar_chart, render
 from api.deps import RuntimeDep, SessionDep
 from api.deps import _within_rate_limit as within_rate_limit
-from api.errors import ApiError
+from api.errors import ApiError, storage_errors
 from api.presenters import present_page_result
 from api.routes import batches as batch_routes
 from api.routes import documents as document_routes
 from api.routes import usage as usage_routes
 from api.routes import webhooks as webhook_routes
+from api.runtime import ApiRuntime
+from api.schemas import PageResultOut
 from scriptorium.activity import tenant_activity
 from scriptorium.batches.report import report_rows
 from scriptorium.batches.states import BatchState
-from scriptorium.db.models import Page
+from scriptorium.db.models import Document, Page, Tenant
 from scriptorium.errors import InputRejected
 from scriptorium.states import DocumentState, Lane, PageState
 from scriptorium.usage import GroupBy, usage_lines, usage_total
@@ -139,9 +141,13 @@ def overview(
 ) -> Response:
     tenant = console.tenant
     activity = tenant_activity(session, tenant.id)
-    quota = usage_routes.quota(session, tenant)
-    recent = document_routes.list_documents(request, runtime, session, tenant, limit=8)
-    batch_list = batch_routes.list_batches(request, runtime, session, tenant, limit=5)
+    quota = usage_routes.quota(session=session, tenant=tenant)
+    recent = document_routes.list_documents(
+        request=request, runtime=runtime, session=session, tenant=tenant, limit=8
+    )
+    batch_list = batch_routes.list_batches(
+        request=request, runtime=runtime, session=session, tenant=tenant, limit=5
+    )
     in_flight = bool(activity.documents_in_flight or activity.pages_in_flight)
     return render(
         request,
@@ -174,10 +180,10 @@ def documents(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     listing = document_routes.list_documents(
-        request,
-        runtime,
-        session,
-        console.tenant,
+        request=request,
+        runtime=runtime,
+        session=session,
+        tenant=console.tenant,
         state=state,
         limit=PAGE_SIZE,
         cursor=cursor or None,
@@ -216,10 +222,10 @@ def upload(
     auth.check_csrf(request, csrf_token, console.csrf_token)
     within_rate_limit(request, console.tenant)
     accepted = document_routes.upload_document(
-        request,
-        runtime,
-        session,
-        console.tenant,
+        request=request,
+        runtime=runtime,
+        session=session,
+        tenant=console.tenant,
         file=file,
         pages=pages or None,
         mode=mode,
@@ -235,10 +241,23 @@ def upload(
     return _back(f"/console/documents/{_json(accepted)['id']}")
 
 
-def _page_rows(session: Session, runtime: RuntimeDep, document_id: uuid.UUID, tenant: Any) -> list[Any]:
-    source = document_routes._pages_source(
-        session, document_routes._own_document(session, tenant, document_id)
-    )
+def _pages_of(session: Session, tenant: Tenant, document_id: uuid.UUID) -> Document:
+    """The document whose pages ``document_id`` shows (its original, for a duplicate); 404 unless the
+    tenant owns it. The API's own lookups."""
+    return document_routes._pages_source(session, document_routes._own_document(session, tenant, document_id))
+
+
+def _own_page(session: Session, tenant: Tenant, document_id: uuid.UUID, page_no: int) -> Page:
+    page = session.get(Page, (_pages_of(session, tenant, document_id).id, page_no))
+    if page is None:
+        raise ApiError(404, "not_found", f"document {document_id} has no selected page {page_no}")
+    return page
+
+
+def _page_rows(
+    session: Session, runtime: ApiRuntime, tenant: Tenant, document_id: uuid.UUID
+) -> list[PageResultOut]:
+    source = _pages_of(session, tenant, document_id)
     pages = session.execute(
         select(Page).where(Page.document_id == source.id).order_by(Page.page_no)
     ).scalars()
@@ -253,8 +272,10 @@ def document(
     session: SessionDep,
     console: ConsoleSessionDep,
 ) -> Response:
-    body = document_routes.get_document(document_id, request, runtime, session, console.tenant)
-    pages = _page_rows(session, runtime, document_id, console.tenant)
+    body = document_routes.get_document(
+        document_id=document_id, request=request, runtime=runtime, session=session, tenant=console.tenant
+    )
+    pages = _page_rows(session, runtime, console.tenant, document_id)
     terminal = DocumentState(body.state).is_terminal
     return render(
         request,
@@ -282,7 +303,9 @@ def cancel_document(
     csrf_token: Annotated[str | None, Form()] = None,
 ) -> Response:
     auth.check_csrf(request, csrf_token, console.csrf_token)
-    answer = document_routes.cancel(document_id, request, runtime, session, console.tenant)
+    answer = document_routes.cancel(
+        document_id=document_id, request=request, runtime=runtime, session=session, tenant=console.tenant
+    )
     if answer.status_code >= 400:
         error = _json(answer)["error"]
         raise ApiError(answer.status_code, error["code"], error["message"])
@@ -302,11 +325,11 @@ def result(
     if extension not in formats:
         raise ApiError(404, "not_found", "results are .md or .json")
     answer = document_routes.get_result(
-        document_id,
-        request,
-        runtime,
-        session,
-        console.tenant,
+        document_id=document_id,
+        request=request,
+        runtime=runtime,
+        session=session,
+        tenant=console.tenant,
         format=formats[extension],  # type: ignore[arg-type]
     )
     answer.headers["Content-Disposition"] = f'attachment; filename="{document_id}.{extension}"'
@@ -322,8 +345,10 @@ def page_viewer(
     session: SessionDep,
     console: ConsoleSessionDep,
 ) -> Response:
-    page = document_routes.get_page(document_id, page_no, runtime, session, console.tenant)
-    numbers = [row.page_no for row in _page_rows(session, runtime, document_id, console.tenant)]
+    page = document_routes.get_page(
+        document_id=document_id, page_no=page_no, runtime=runtime, session=session, tenant=console.tenant
+    )
+    numbers = [row.page_no for row in _page_rows(session, runtime, console.tenant, document_id)]
     index = numbers.index(page_no)
     return render(
         request,
@@ -348,16 +373,11 @@ def page_image(
     session: SessionDep,
     console: ConsoleSessionDep,
 ) -> Response:
-    document_routes.get_page(
-        document_id, page_no, runtime, session, console.tenant
-    )  # 404 unless it is theirs
-    source = document_routes._pages_source(
-        session, document_routes._own_document(session, console.tenant, document_id)
-    )
-    row = session.get(Page, (source.id, page_no))
-    assert row is not None
+    row = _own_page(session, console.tenant, document_id, page_no)
+    with storage_errors("page images"):
+        image = runtime.store.get_bytes(row.image_key)
     return Response(
-        runtime.store.get_bytes(row.image_key),
+        image,
         media_type="image/jpeg",
         headers={"Cache-Control": "private, max-age=3600"},
     )
@@ -375,7 +395,12 @@ def batches(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     listing = batch_routes.list_batches(
-        request, runtime, session, console.tenant, limit=PAGE_SIZE, cursor=cursor
+        request=request,
+        runtime=runtime,
+        session=session,
+        tenant=console.tenant,
+        limit=PAGE_SIZE,
+        cursor=cursor,
     )
     return render(
         request,
@@ -399,7 +424,9 @@ def batch(
     session: SessionDep,
     console: ConsoleSessionDep,
 ) -> Response:
-    body = batch_routes.get_batch(batch_id, request, runtime, session, console.tenant)
+    body = batch_routes.get_batch(
+        batch_id=batch_id, request=request, runtime=runtime, session=session, tenant=console.tenant
+    )
     rows = list(itertools.islice(report_rows(session, batch_id), REPORT_ROWS_SHOWN + 1))
     return render(
         request,
@@ -421,7 +448,9 @@ def batch(
 def batch_report(
     batch_id: uuid.UUID, runtime: RuntimeDep, session: SessionDep, console: ConsoleSessionDep
 ) -> Response:
-    return batch_routes.report(batch_id, runtime, session, console.tenant, format="csv")
+    return batch_routes.report(
+        batch_id=batch_id, runtime=runtime, session=session, tenant=console.tenant, format="csv"
+    )
 
 
 @router.post("/batches/{batch_id}/retry-failed")
@@ -434,7 +463,14 @@ def retry_batch(
     csrf_token: Annotated[str | None, Form()] = None,
 ) -> Response:
     auth.check_csrf(request, csrf_token, console.csrf_token)
-    batch_routes.retry(batch_id, request, runtime, session, console.tenant, include_partial=False)
+    batch_routes.retry(
+        batch_id=batch_id,
+        request=request,
+        runtime=runtime,
+        session=session,
+        tenant=console.tenant,
+        include_partial=False,
+    )
     return _back(f"/console/batches/{batch_id}")
 
 
@@ -448,7 +484,9 @@ def cancel_batch(
     csrf_token: Annotated[str | None, Form()] = None,
 ) -> Response:
     auth.check_csrf(request, csrf_token, console.csrf_token)
-    batch_routes.cancel(batch_id, request, runtime, session, console.tenant)
+    batch_routes.cancel(
+        batch_id=batch_id, request=request, runtime=runtime, session=session, tenant=console.tenant
+    )
     return _back(f"/console/batches/{batch_id}")
 
 
@@ -501,7 +539,9 @@ def usage_csv(
     session: SessionDep, console: ConsoleSessionDep, group_by: Annotated[GroupBy, Query()] = GroupBy.DAY
 ) -> Response:
     start, end = _usage_window()
-    return usage_routes.usage(session, console.tenant, start=start, end=end, group_by=group_by, format="csv")
+    return usage_routes.usage(
+        session=session, tenant=console.tenant, start=start, end=end, group_by=group_by, format="csv"
+    )
 
 
 # --- webhooks --------------------------------------------------------------------------------
@@ -509,8 +549,8 @@ def usage_csv(
 
 @router.get("/webhooks")
 def webhooks(request: Request, session: SessionDep, console: ConsoleSessionDep) -> Response:
-    endpoints = webhook_routes.list_endpoints(session, console.tenant)
-    deliveries = webhook_routes.deliveries(session, console.tenant, limit=50)
+    endpoints = webhook_routes.list_endpoints(session=session, tenant=console.tenant)
+    deliveries = webhook_routes.deliveries(session=session, tenant=console.tenant, limit=50)
     live = any(not DeliveryState(delivery.state).is_final for delivery in deliveries.items)
     return render(
         request,
@@ -536,5 +576,7 @@ def replay(
     csrf_token: Annotated[str | None, Form()] = None,
 ) -> Response:
     auth.check_csrf(request, csrf_token, console.csrf_token)
-    webhook_routes.replay_delivery(delivery_id, runtime, session, console.tenant)
+    webhook_routes.replay_delivery(
+        delivery_id=delivery_id, runtime=runtime, session=session, tenant=console.tenant
+    )
     return _back("/console/webhooks")
