@@ -6,6 +6,7 @@ import io
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -300,3 +301,36 @@ def test_uploads_and_batch_actions_go_through_the_api(
         assert report.status_code == 200 and report.text.startswith("seq,")
         usage = client.get("/console/usage.csv", params={"group_by": "mode"})
         assert usage.status_code == 200 and usage.headers["content-type"].startswith("text/csv")
+
+
+def test_the_overview_counts_only_the_tenants_work_in_flight(sessions: sessionmaker[Session]) -> None:
+    from scriptorium.activity import tenant_activity
+
+    with sessions.begin() as session:
+        mine = builders.tenant(session).tenant
+        theirs = builders.tenant(session).tenant
+        document = builders.document_with_pages(session, mine, pages=3)
+        builders.document_with_pages(session, theirs, pages=4)
+        session.execute(
+            update(Page)
+            .where(Page.document_id == document.id, Page.page_no == 2)
+            .values(state=PageState.RUNNING.value)
+        )
+        session.execute(
+            update(Page)
+            .where(Page.document_id == document.id, Page.page_no == 3)
+            .values(state=PageState.DONE.value, finished_at=func.now())
+        )
+        finished = builders.document_with_pages(session, mine, pages=1, state=DocumentState.COMPLETED)
+        session.execute(
+            update(Page)
+            .where(Page.document_id == finished.id)
+            .values(state=PageState.DONE.value, finished_at=func.now() - timedelta(hours=2))
+        )
+    with sessions() as session:
+        activity = tenant_activity(session, mine.id)
+    assert activity.documents_in_flight == {"processing": 1}
+    assert activity.pages_in_flight == {"queued": 1, "running": 1}
+    assert activity.pages_finished_last_hour == 1
+    assert activity.pages_per_s == pytest.approx(1 / 3600)
+    assert activity.oldest_queued_age_s is not None and 0 <= activity.oldest_queued_age_s < 60
