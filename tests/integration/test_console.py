@@ -246,8 +246,19 @@ def test_documents_filter_by_file_name_and_state(
         assert "scan.pdf" in client.get("/console/documents", params={"q": "SCAN"}).text
         assert "scan.pdf" not in client.get("/console/documents", params={"q": "other_50%"}).text
         assert "scan.pdf" not in client.get("/console/documents", params={"state": "completed"}).text
-        for page in ("/console", "/console/batches", "/console/usage", "/console/webhooks"):
-            assert client.get(page).status_code == 200, page
+        for page in (
+            "/console",
+            "/console/documents",
+            "/console/batches",
+            "/console/usage",
+            "/console/webhooks",
+        ):
+            response = client.get(page)
+            assert response.status_code == 200, page
+            assert response.headers["content-security-policy"].startswith("default-src 'none'")
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert response.headers["x-frame-options"] == "DENY"
+            assert response.headers["cache-control"] == "no-store"
 
 
 def test_a_revoked_key_ends_its_sessions(
