@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from PIL import Image
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.action_chains import ActionChains
@@ -31,6 +32,7 @@ from tests.browser.conftest import Screenshots
 from tests.integration.webhooks.receiver import Receiver
 from tests.support.client import ApiClient
 from tests.support.fleet import Fleet
+from worker.engine.deepseek.postprocess import parse_output
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow]
 
@@ -101,6 +103,23 @@ def _not_reloaded(browser: webdriver.Chrome) -> bool:
     return browser.execute_script("return window.__sameDocument === true;") is True
 
 
+def _assert_boxes_where_blocks_are(browser: webdriver.Chrome, page: dict[str, Any]) -> None:
+    """Each SVG box covers its block's page-pixel box scaled to the image as displayed."""
+    image = browser.find_element(By.ID, "page-image")
+    assert browser.execute_script("return arguments[0].naturalWidth;", image) == page["width"]
+    shown = _box(browser, image)
+    scale = shown["w"] / page["width"]
+    rects = browser.find_elements(By.CSS_SELECTOR, "#page-boxes rect.box")
+    expected = [box for block in page["blocks"] for box in block["boxes"]]
+    assert len(rects) == len(expected) >= 1
+    for rect, (x1, y1, x2, y2) in zip(rects, expected, strict=True):
+        drawn = _box(browser, rect)
+        assert drawn["x"] == pytest.approx(shown["x"] + x1 * scale, abs=2)
+        assert drawn["y"] == pytest.approx(shown["y"] + y1 * scale, abs=2)
+        assert drawn["w"] == pytest.approx((x2 - x1) * scale, abs=2)
+        assert drawn["h"] == pytest.approx((y2 - y1) * scale, abs=2)
+
+
 def _box(browser: webdriver.Chrome, element: WebElement) -> dict[str, float]:
     box: dict[str, float] = browser.execute_script(
         "const r = arguments[0].getBoundingClientRect(); return {x: r.x, y: r.y, w: r.width, h: r.height};",
@@ -128,7 +147,7 @@ def test_an_upload_is_watched_to_completion_without_reloading(
 
 
 def test_the_page_viewer_draws_each_block_where_it_is(
-    browser: webdriver.Chrome, fleet: Fleet, uploaded: str, tenant: Tenant, screenshots: Screenshots
+    browser: webdriver.Chrome, fleet: Fleet, uploaded: str, tenant: Tenant
 ) -> None:
     browser.get(f"{fleet.api_url}/console/documents/{uploaded}")
     browser.find_element(By.CSS_SELECTOR, "li.thumb a").click()
@@ -138,26 +157,14 @@ def test_the_page_viewer_draws_each_block_where_it_is(
         "image",
     )
     page = tenant.client.page(uploaded, 1)
-    image = browser.find_element(By.ID, "page-image")
-    assert browser.execute_script("return arguments[0].naturalWidth;", image) == page["width"]
-    shown = _box(browser, image)
-    scale = shown["w"] / page["width"]
+    _assert_boxes_where_blocks_are(browser, page)
     rects = browser.find_elements(By.CSS_SELECTOR, "#page-boxes rect.box")
-    expected = [box for block in page["blocks"] for box in block["boxes"]]
-    assert len(rects) == len(expected) >= 1
-    for rect, (x1, y1, x2, y2) in zip(rects, expected, strict=True):
-        drawn = _box(browser, rect)
-        assert drawn["x"] == pytest.approx(shown["x"] + x1 * scale, abs=2)
-        assert drawn["y"] == pytest.approx(shown["y"] + y1 * scale, abs=2)
-        assert drawn["w"] == pytest.approx((x2 - x1) * scale, abs=2)
-        assert drawn["h"] == pytest.approx((y2 - y1) * scale, abs=2)
     rects[0].click()
     assert "active" in (browser.find_element(By.ID, "block-0").get_attribute("class") or "")
     assert page["markdown"].splitlines()[0].lstrip("# ") in browser.find_element(By.ID, "page-markdown").text
     assert browser.find_elements(By.ID, "next-page") and not browser.find_elements(By.ID, "previous-page")
     attempts = browser.find_elements(By.CSS_SELECTOR, "#page-attempts tbody tr")
     assert len(attempts) == len(page["ocr_attempts"])
-    screenshots.take("page-viewer")
     browser.find_element(By.ID, "next-page").click()
     _wait(browser, lambda d: d.current_url.endswith("/pages/2"), "page 2")
 
@@ -190,6 +197,57 @@ def test_hostile_model_output_does_not_execute(
     for forbidden in ("<script", "onmouseover", "onerror", 'href="javascript'):
         assert forbidden not in markup
     assert not browser.find_elements(By.CSS_SELECTOR, "#page-markdown a[href^='javascript' i]")
+
+
+def test_the_page_viewer_shows_real_model_output(
+    browser: webdriver.Chrome,
+    fleet: Fleet,
+    tenant: Tenant,
+    corpus: Path,
+    sessions: sessionmaker[Session],
+    screenshots: Screenshots,
+) -> None:
+    """DeepSeek-OCR's published output for a real page, parsed by the engine's post-processing and
+    recorded on that page (the test fleet's engine is deterministic): many labelled boxes, an HTML
+    table and a formula."""
+    document = tenant.client.upload(corpus / "pages-labelled" / "academic" / "2305.03393v1-pg9.pdf")
+    assert tenant.client.wait_terminal(document["id"])["state"] == "completed"
+    size = tenant.client.page(document["id"], 1)
+    raw = (corpus / "model-output-fixtures" / "2305.03393v1-pg9.deepseek-raw.md").read_text()
+    parsed = parse_output(raw, page_no=1, image=Image.new("RGB", (size["width"], size["height"])))
+    blocks = [
+        {"label": b.label, "boxes": [list(box) for box in b.boxes], "text": b.text} for b in parsed.blocks
+    ]
+    with sessions.begin() as session:
+        session.execute(
+            update(Page)
+            .where(Page.document_id == uuid.UUID(document["id"]), Page.page_no == 1)
+            .values(markdown=parsed.markdown, blocks=blocks)
+        )
+    page = tenant.client.page(document["id"], 1)
+    assert len({block["label"] for block in page["blocks"]}) >= 4
+
+    browser.get(f"{fleet.api_url}/console/documents/{document['id']}/pages/1")
+    _wait(
+        browser,
+        lambda d: d.execute_script("return document.getElementById('page-image').naturalWidth > 0;"),
+        "image",
+    )
+    _assert_boxes_where_blocks_are(browser, page)
+    legend = {item.text for item in browser.find_elements(By.CSS_SELECTOR, "ul.legend li")}
+    assert legend == {block["label"] for block in page["blocks"]}
+    assert browser.find_elements(By.CSS_SELECTOR, "#page-markdown table td")
+    _wait(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#page-markdown .math[data-typeset] .katex"),
+        "KaTeX",
+    )
+    table = next(i for i, block in enumerate(page["blocks"]) if block["label"] == "table")
+    ActionChains(browser).move_to_element(
+        browser.find_element(By.CSS_SELECTOR, f"rect[data-block='{table}']")
+    ).perform()
+    assert "active" in (browser.find_element(By.ID, f"block-{table}").get_attribute("class") or "")
+    screenshots.take("page-viewer")
 
 
 def test_a_batch_is_followed_to_completion(
