@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import RuntimeDep, SessionDep
+from api.deps import _within_rate_limit as within_rate_limit
 from scriptorium.db.models import ApiKey, Tenant
 from scriptorium.settings import Settings
 from scriptorium.tenants import authenticate
@@ -125,6 +126,7 @@ def current_session(request: Request, runtime: RuntimeDep, session: SessionDep) 
         raise NotSignedIn
     tenant = key.tenant
     session.commit()  # end the read transaction, as the API's own tenant dependency does
+    within_rate_limit(request, tenant)  # the tenant's request rate, as through the API
     return ConsoleSession(tenant=tenant, key_prefix=prefix, csrf_token=csrf)
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from sqlalchemy import select
@@ -20,7 +21,6 @@ from api.console import auth
 from api.console.auth import ConsoleSession, ConsoleSessionDep, CsrfRejected, NotSignedIn
 from api.console.views import SECURITY_HEADERS, bar_chart, render
 from api.deps import RuntimeDep, SessionDep
-from api.deps import _within_rate_limit as within_rate_limit
 from api.errors import ApiError, storage_errors
 from api.presenters import present_page_result
 from api.routes import batches as batch_routes
@@ -63,6 +63,9 @@ class ConsoleRoute(APIRoute):
                 return _problem(request, error.status, error.code, error.message)
             except InputRejected as error:
                 return _problem(request, 422, error.reason.value, error.message)
+            except RequestValidationError as error:
+                fields = ", ".join(str(e.get("loc", ("?",))[-1]) for e in error.errors())
+                return _problem(request, 422, "invalid_request", f"check these fields: {fields}")
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
             return response
@@ -78,8 +81,7 @@ def _problem(request: Request, status: int, code: str, message: str) -> HTMLResp
     return render(request, "problem.html", {"title": title, "code": code, "message": message}, status=status)
 
 
-def _signed_in(request: Request, console: ConsoleSession) -> dict[str, Any]:
-    within_rate_limit(request, console.tenant)
+def _signed_in(console: ConsoleSession) -> dict[str, Any]:
     return {"console": console, "csrf": console.csrf_token, "poll_ms": LIVE_POLL_MS}
 
 
@@ -153,7 +155,7 @@ def overview(
         request,
         "overview.html",
         {
-            **_signed_in(request, console),
+            **_signed_in(console),
             "title": "Overview",
             "nav": "overview",
             "activity": activity,
@@ -195,7 +197,7 @@ def documents(
         request,
         "documents.html",
         {
-            **_signed_in(request, console),
+            **_signed_in(console),
             "title": "Documents",
             "nav": "documents",
             "documents": listing.items,
@@ -220,7 +222,6 @@ def upload(
     priority: Annotated[Lane, Form()] = Lane.INTERACTIVE,
 ) -> Response:
     auth.check_csrf(request, csrf_token, console.csrf_token)
-    within_rate_limit(request, console.tenant)
     accepted = document_routes.upload_document(
         request=request,
         runtime=runtime,
@@ -281,7 +282,7 @@ def document(
         request,
         "document.html",
         {
-            **_signed_in(request, console),
+            **_signed_in(console),
             "title": body.filename or str(body.id),
             "nav": "documents",
             "document": body,
@@ -354,7 +355,7 @@ def page_viewer(
         request,
         "page.html",
         {
-            **_signed_in(request, console),
+            **_signed_in(console),
             "title": f"Page {page_no}",
             "nav": "documents",
             "page": page,
@@ -406,7 +407,7 @@ def batches(
         request,
         "batches.html",
         {
-            **_signed_in(request, console),
+            **_signed_in(console),
             "title": "Batches",
             "nav": "batches",
             "batches": listing.items,
@@ -432,7 +433,7 @@ def batch(
         request,
         "batch.html",
         {
-            **_signed_in(request, console),
+            **_signed_in(console),
             "title": body.name,
             "nav": "batches",
             "batch": body,
@@ -516,7 +517,7 @@ def usage(request: Request, session: SessionDep, console: ConsoleSessionDep) -> 
         request,
         "usage.html",
         {
-            **_signed_in(request, console),
+            **_signed_in(console),
             "title": "Usage",
             "nav": "usage",
             "days": USAGE_DAYS,
@@ -556,7 +557,7 @@ def webhooks(request: Request, session: SessionDep, console: ConsoleSessionDep) 
         request,
         "webhooks.html",
         {
-            **_signed_in(request, console),
+            **_signed_in(console),
             "title": "Webhooks",
             "nav": "webhooks",
             "endpoints": endpoints.items,

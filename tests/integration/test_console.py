@@ -123,6 +123,8 @@ def test_signing_in_exchanges_the_key_for_a_signed_httponly_cookie(
         assert "unsafe-inline" not in form.headers["content-security-policy"]
         token = _form_token(form.text)
 
+        incomplete = client.post("/console/login", data={"csrf_token": token})
+        assert incomplete.status_code == 422 and "api_key" in incomplete.text and "<html" in incomplete.text
         wrong = client.post("/console/login", data={"api_key": "sk_nope_nope", "csrf_token": token})
         assert wrong.status_code == 401 and "unknown or revoked" in wrong.text
 

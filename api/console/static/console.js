@@ -8,7 +8,8 @@
   function refresh() {
     fetch(window.location.href, { credentials: "same-origin" })
       .then(function (response) {
-        if (response.redirected || !response.ok) { return null; }
+        if (response.redirected) { return null; }  // signed out: stop; the next click shows the sign-in
+        if (!response.ok) { throw new Error(String(response.status)); }  // e.g. 429: try again later
         return response.text();
       })
       .then(function (text) {
