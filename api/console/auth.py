@@ -21,7 +21,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import RuntimeDep, SessionDep
+from api.deps import RuntimeDep, UnitOfWorkDep
 from api.deps import _within_rate_limit as within_rate_limit
 from scriptorium.db.models import ApiKey, Tenant
 from scriptorium.settings import Settings
@@ -107,7 +107,7 @@ def _read(settings: Settings, purpose: str, value: str | None, max_age: int) -> 
         return None
 
 
-def current_session(request: Request, runtime: RuntimeDep, session: SessionDep) -> ConsoleSession:
+def current_session(request: Request, runtime: RuntimeDep, uow: UnitOfWorkDep) -> ConsoleSession:
     settings = runtime.settings
     data = _read(settings, "session", request.cookies.get(SESSION_COOKIE), settings.console.session_ttl_s)
     if not isinstance(data, dict):
@@ -117,7 +117,7 @@ def current_session(request: Request, runtime: RuntimeDep, session: SessionDep) 
         prefix, csrf = str(data["key"]), str(data["csrf"])
     except (KeyError, ValueError) as error:
         raise NotSignedIn from error
-    key = session.execute(
+    key = uow.session.execute(
         select(ApiKey).where(
             ApiKey.prefix == prefix, ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None)
         )
@@ -125,7 +125,7 @@ def current_session(request: Request, runtime: RuntimeDep, session: SessionDep) 
     if key is None:
         raise NotSignedIn
     tenant = key.tenant
-    session.commit()  # end the read transaction, as the API's own tenant dependency does
+    uow.commit()  # end the read transaction, as the API's own tenant dependency does
     within_rate_limit(request, tenant)  # the tenant's request rate, as through the API
     return ConsoleSession(tenant=tenant, key_prefix=prefix, csrf_token=csrf)
 

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from api.console import auth
 from api.console.auth import ConsoleSession, ConsoleSessionDep, CsrfRejected, NotSignedIn
 from api.console.views import SECURITY_HEADERS, bar_chart, render
-from api.deps import RuntimeDep, SessionDep
-from api.errors import ApiError, storage_errors
+from api.deps import RuntimeDep, SessionDep, UnitOfWorkDep
+from api.errors import ApiError
 from api.presenters import present_page_result
 from api.routes import batches as batch_routes
 from api.routes import documents as document_routes
@@ -33,7 +33,7 @@ from scriptorium.activity import tenant_activity
 from scriptorium.batches.report import report_rows
 from scriptorium.batches.states import BatchState
 from scriptorium.db.models import Document, Page, Tenant
-from scriptorium.errors import InputRejected
+from scriptorium.errors import DomainError
 from scriptorium.states import DocumentState, Lane, PageState
 from scriptorium.usage import GroupBy, usage_lines, usage_total
 from scriptorium.webhooks.states import DeliveryState
@@ -59,10 +59,8 @@ class ConsoleRoute(APIRoute):
                 return _problem(
                     request, 403, "forbidden", "the form expired or came from another site; reload it"
                 )
-            except ApiError as error:
+            except DomainError as error:
                 return _problem(request, error.status, error.code, error.message)
-            except InputRejected as error:
-                return _problem(request, 422, error.reason.value, error.message)
             except RequestValidationError as error:
                 fields = ", ".join(str(e.get("loc", ("?",))[-1]) for e in error.errors())
                 return _problem(request, 422, "invalid_request", f"check these fields: {fields}")
@@ -213,7 +211,7 @@ def documents(
 def upload(
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
+    uow: UnitOfWorkDep,
     console: ConsoleSessionDep,
     file: Annotated[UploadFile, File()],
     csrf_token: Annotated[str | None, Form()] = None,
@@ -225,7 +223,7 @@ def upload(
     accepted = document_routes.upload_document(
         request=request,
         runtime=runtime,
-        session=session,
+        uow=uow,
         tenant=console.tenant,
         file=file,
         pages=pages or None,
@@ -299,13 +297,13 @@ def cancel_document(
     document_id: uuid.UUID,
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
+    uow: UnitOfWorkDep,
     console: ConsoleSessionDep,
     csrf_token: Annotated[str | None, Form()] = None,
 ) -> Response:
     auth.check_csrf(request, csrf_token, console.csrf_token)
     answer = document_routes.cancel(
-        document_id=document_id, request=request, runtime=runtime, session=session, tenant=console.tenant
+        document_id=document_id, request=request, runtime=runtime, uow=uow, tenant=console.tenant
     )
     if answer.status_code >= 400:
         error = _json(answer)["error"]
@@ -375,8 +373,7 @@ def page_image(
     console: ConsoleSessionDep,
 ) -> Response:
     row = _own_page(session, console.tenant, document_id, page_no)
-    with storage_errors("page images"):
-        image = runtime.store.get_bytes(row.image_key)
+    image = runtime.store.get_bytes(row.image_key)  # an outage is a DomainError: a 503 page
     return Response(
         image,
         media_type="image/jpeg",
@@ -459,7 +456,7 @@ def retry_batch(
     batch_id: uuid.UUID,
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
+    uow: UnitOfWorkDep,
     console: ConsoleSessionDep,
     csrf_token: Annotated[str | None, Form()] = None,
 ) -> Response:
@@ -468,7 +465,7 @@ def retry_batch(
         batch_id=batch_id,
         request=request,
         runtime=runtime,
-        session=session,
+        uow=uow,
         tenant=console.tenant,
         include_partial=False,
     )
@@ -480,14 +477,12 @@ def cancel_batch(
     batch_id: uuid.UUID,
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
+    uow: UnitOfWorkDep,
     console: ConsoleSessionDep,
     csrf_token: Annotated[str | None, Form()] = None,
 ) -> Response:
     auth.check_csrf(request, csrf_token, console.csrf_token)
-    batch_routes.cancel(
-        batch_id=batch_id, request=request, runtime=runtime, session=session, tenant=console.tenant
-    )
+    batch_routes.cancel(batch_id=batch_id, request=request, runtime=runtime, uow=uow, tenant=console.tenant)
     return _back(f"/console/batches/{batch_id}")
 
 
@@ -572,12 +567,10 @@ def replay(
     delivery_id: uuid.UUID,
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
+    uow: UnitOfWorkDep,
     console: ConsoleSessionDep,
     csrf_token: Annotated[str | None, Form()] = None,
 ) -> Response:
     auth.check_csrf(request, csrf_token, console.csrf_token)
-    webhook_routes.replay_delivery(
-        delivery_id=delivery_id, runtime=runtime, session=session, tenant=console.tenant
-    )
+    webhook_routes.replay_delivery(delivery_id=delivery_id, runtime=runtime, uow=uow, tenant=console.tenant)
     return _back("/console/webhooks")
