@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pytest
 from PIL import Image
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -84,9 +84,10 @@ def uploaded(
 
 
 def _wait(browser: webdriver.Chrome, condition: Callable[[Any], T], what: str, timeout: float = 90) -> T:
-    result: T = WebDriverWait(browser, timeout, poll_frequency=0.2).until(
-        condition, message=f"waiting for {what}"
-    )
+    waiting = WebDriverWait(
+        browser, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+    )  # live regions are swapped under the test's feet: look again
+    result: T = waiting.until(condition, message=f"waiting for {what}")
     return result
 
 
@@ -313,21 +314,28 @@ def test_a_webhook_delivery_is_replayed(
         return None
 
     browser.get(f"{fleet.api_url}/console/webhooks")
-    _wait(browser, lambda d: (row := delivery_row(d)) and "delivered" in row.text, "the first delivery")
+    first = _wait(
+        browser, lambda d: (row := delivery_row(d)) and "delivered" in row.text and row, "the delivery"
+    )
+    delivery_id = first.get_attribute("data-delivery")
+    assert first.find_element(By.CSS_SELECTOR, ".attempts").text == "1"
     before = len(receiver.requests())
-    row = delivery_row(browser)
-    assert row is not None and row.find_element(By.CSS_SELECTOR, ".attempts").text == "1"
-    row.find_element(By.XPATH, ".//button[normalize-space()='Replay']").click()
+    selector = f"tr[data-delivery='{delivery_id}']"
+
+    def replay(d: Any) -> bool:
+        d.find_element(By.CSS_SELECTOR, f"{selector} button").click()
+        return True
+
+    _wait(browser, replay, "the replay button")
     _wait(
         browser,
         lambda d: (
-            (r := delivery_row(d))
-            and r.find_element(By.CSS_SELECTOR, ".attempts").text == "2"
-            and "delivered" in r.text
+            (row := d.find_element(By.CSS_SELECTOR, selector)).find_element(By.CSS_SELECTOR, ".attempts").text
+            == "2"
+            and "delivered" in row.text
         ),
         "the replayed delivery",
     )
-    delivery_id = delivery_row(browser).get_attribute("data-delivery")  # type: ignore[union-attr]
     delivery = tenant.client.http.get(f"/v1/webhooks/deliveries/{delivery_id}").json()
     received = receiver.requests()
     assert len(received) == before + 1
