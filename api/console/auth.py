@@ -18,14 +18,14 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from api.deps import RuntimeDep, UnitOfWorkDep
 from api.deps import _within_rate_limit as within_rate_limit
+from scriptorium.api_keys import authenticate
 from scriptorium.db.models import ApiKey, Tenant
 from scriptorium.settings import Settings
-from scriptorium.tenants import authenticate
 
 SESSION_COOKIE = "scriptorium_console"
 LOGIN_COOKIE = "scriptorium_console_login"
@@ -74,12 +74,9 @@ def _set_cookie(
     )
 
 
-def sign_in(session: Session, key: str) -> tuple[Tenant, str] | None:
-    """The tenant and key prefix of a valid API key, or None."""
-    tenant = authenticate(session, key.strip())
-    if tenant is None:
-        return None
-    return tenant, key.strip().split("_", 2)[1]
+def sign_in(session: Session, key: str) -> ApiKey:
+    """The key row of a valid API key (its tenant is ``.tenant``), or :class:`KeyRefused`."""
+    return authenticate(session, key.strip())
 
 
 def start_session(
@@ -119,7 +116,11 @@ def current_session(request: Request, runtime: RuntimeDep, uow: UnitOfWorkDep) -
         raise NotSignedIn from error
     key = uow.session.execute(
         select(ApiKey).where(
-            ApiKey.prefix == prefix, ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None)
+            ApiKey.prefix == prefix,
+            ApiKey.tenant_id == tenant_id,
+            # the key still authenticates: not revoked, and not past a rotation's grace period
+            ApiKey.revoked_at.is_(None),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > func.now()),
         )
     ).scalar_one_or_none()
     if key is None:

@@ -30,6 +30,7 @@ from api.routes import webhooks as webhook_routes
 from api.runtime import ApiRuntime
 from api.schemas import PageResultOut
 from scriptorium.activity import tenant_activity
+from scriptorium.api_keys import KeyRefused
 from scriptorium.batches.report import report_rows
 from scriptorium.batches.states import BatchState
 from scriptorium.db.models import Document, Page, Tenant
@@ -97,7 +98,7 @@ def _back(url: str) -> RedirectResponse:
 @router.get("/login")
 def login_form(request: Request, runtime: RuntimeDep) -> Response:
     token = auth.login_token(request, runtime.settings)
-    response = render(request, "login.html", {"title": "Sign in", "login_csrf": token, "failed": False})
+    response = render(request, "login.html", {"title": "Sign in", "login_csrf": token, "refused": None})
     auth.remember_login_token(response, request, runtime.settings, token)
     return response
 
@@ -106,19 +107,19 @@ def login_form(request: Request, runtime: RuntimeDep) -> Response:
 def login(
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
+    uow: UnitOfWorkDep,
     api_key: Annotated[str, Form(max_length=200)],
     csrf_token: Annotated[str, Form(max_length=200)],
 ) -> Response:
     auth.check_login_csrf(request, runtime.settings, csrf_token)
-    signed = auth.sign_in(session, api_key)
-    if signed is None:
-        return render(
-            request, "login.html", {"title": "Sign in", "login_csrf": csrf_token, "failed": True}, status=401
-        )
-    tenant, prefix = signed
+    try:
+        key = auth.sign_in(uow.session, api_key)
+    except KeyRefused as refused:
+        context = {"title": "Sign in", "login_csrf": csrf_token, "refused": refused.message}
+        return render(request, "login.html", context, status=401)
+    uow.commit()  # the key's last use
     redirect = _back("/console")
-    auth.start_session(redirect, request, runtime.settings, tenant, prefix)
+    auth.start_session(redirect, request, runtime.settings, key.tenant, key.prefix)
     return redirect
 
 

@@ -126,7 +126,7 @@ def test_signing_in_exchanges_the_key_for_a_signed_httponly_cookie(
         incomplete = client.post("/console/login", data={"csrf_token": token})
         assert incomplete.status_code == 422 and "api_key" in incomplete.text and "<html" in incomplete.text
         wrong = client.post("/console/login", data={"api_key": "sk_nope_nope", "csrf_token": token})
-        assert wrong.status_code == 401 and "unknown or revoked" in wrong.text
+        assert wrong.status_code == 401 and "Not signed in: the API key is unknown" in wrong.text
 
         response = client.post("/console/login", data={"api_key": tenant_key, "csrf_token": token})
         assert response.status_code == 303
@@ -274,6 +274,32 @@ def test_a_revoked_key_ends_its_sessions(
             )
         assert client.get("/console").status_code == 303
         assert client.post("/console/logout", data={"csrf_token": csrf}).status_code == 303
+
+
+def test_a_rotated_key_signs_in_until_its_grace_period_ends(
+    settings: Settings, tenant_key: str, sessions: sessionmaker[Session]
+) -> None:
+    prefix = tenant_key.split("_")[1]
+    with _new_client(settings) as client:
+        with sessions.begin() as session:
+            session.execute(
+                update(ApiKey)
+                .where(ApiKey.prefix == prefix)
+                .values(expires_at=func.now() + timedelta(hours=1))
+            )
+        _sign_in(client, tenant_key)  # still in its grace period
+        with sessions.begin() as session:
+            session.execute(
+                update(ApiKey)
+                .where(ApiKey.prefix == prefix)
+                .values(expires_at=func.now() - timedelta(seconds=1))
+            )
+        assert client.get("/console").status_code == 303
+        form = client.get("/console/login")
+        again = client.post(
+            "/console/login", data={"api_key": tenant_key, "csrf_token": _form_token(form.text)}
+        )
+        assert again.status_code == 401 and "grace period is over" in again.text
 
 
 def test_signing_out_clears_the_cookie(settings: Settings, tenant_key: str) -> None:
