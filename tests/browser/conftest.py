@@ -46,6 +46,7 @@ def browser() -> Iterator[webdriver.Chrome]:
         "--lang=en-GB",
     ):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations are logged there
     driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
     driver.implicitly_wait(0)
     try:

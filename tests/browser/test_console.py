@@ -369,3 +369,12 @@ def test_overview_and_usage_show_the_tenants_work(
     screenshots.take("documents")
     browser.find_element(By.XPATH, "//button[normalize-space()='Sign out']").click()
     _wait(browser, lambda d: d.current_url.endswith("/console/login"), "the sign-in page")
+
+
+def test_no_console_page_broke_its_own_content_security_policy(browser: webdriver.Chrome) -> None:
+    """Runs last: every page the tests opened worked under the strict CSP (nothing was blocked)."""
+    entries = browser.get_log("browser")
+    violations = [e["message"] for e in entries if "Content Security Policy" in e["message"]]
+    assert not violations, violations
+    errors = [e["message"] for e in entries if e["level"] == "SEVERE" and "nowhere.png" not in e["message"]]
+    assert not [m for m in errors if "/console/static/" in m], errors
