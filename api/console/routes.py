@@ -349,6 +349,8 @@ def page_viewer(
         document_id=document_id, page_no=page_no, runtime=runtime, session=session, tenant=console.tenant
     )
     numbers = [row.page_no for row in _page_rows(session, runtime, console.tenant, document_id)]
+    base = f"/console/documents/{document_id}/pages/{page_no}/figures"
+    figures = {figure.name: f"{base}/{figure.name}" for figure in page.figures}
     index = numbers.index(page_no)
     return render(
         request,
@@ -358,6 +360,7 @@ def page_viewer(
             "title": f"Page {page_no}",
             "nav": "documents",
             "page": page,
+            "figures": figures,
             "previous": numbers[index - 1] if index > 0 else None,
             "next": numbers[index + 1] if index + 1 < len(numbers) else None,
             "live": not PageState(page.state).is_terminal,
@@ -377,6 +380,26 @@ def page_image(
     image = runtime.store.get_bytes(row.image_key)  # an outage is a DomainError: a 503 page
     return Response(
         image,
+        media_type="image/jpeg",
+        headers={"Cache-Control": "private, max-age=3600"},
+    )
+
+
+@router.get("/documents/{document_id}/pages/{page_no}/figures/{name:path}")
+def page_figure(
+    document_id: uuid.UUID,
+    page_no: int,
+    name: str,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    console: ConsoleSessionDep,
+) -> Response:
+    row = _own_page(session, console.tenant, document_id, page_no)
+    figure = next((figure for figure in row.figures or [] if figure["name"] == name), None)
+    if figure is None:
+        raise ApiError(404, "not_found", f"page {page_no} has no figure {name}")
+    return Response(
+        runtime.store.get_bytes(figure["key"]),
         media_type="image/jpeg",
         headers={"Cache-Control": "private, max-age=3600"},
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,8 +85,8 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
-def _markdown(text: str | None) -> Markup:
-    return Markup(render_markdown(text))  # noqa: S704 - sanitised by nh3 in render_markdown
+def _markdown(text: str | None, images: Mapping[str, str] | None = None) -> Markup:
+    return Markup(render_markdown(text, images))  # noqa: S704 - sanitised by nh3 in render_markdown
 
 
 def _environment() -> Environment:

@@ -25,7 +25,7 @@ from tests.support import builders
 pytestmark = pytest.mark.integration
 
 HOSTILE = (
-    "# Heading\n\n<script>window.pwned = 1</script>\n\n"
+    "# Heading\n\n![](figures/p0001_0.jpg)\n\n<script>window.pwned = 1</script>\n\n"
     '<table><tr><td onmouseover="window.pwned = 2">cell</td></tr></table>\n\n'
     '[click](javascript:window.pwned=3) <img src=x onerror="window.pwned=4">\n\n'
     '<a id="evil-link" href="javascript:window.pwned=5">raw link</a>\n\n'
@@ -84,6 +84,7 @@ def _document_with_a_read_page(
                 .where(Page.document_id == document.id, Page.page_no == page_no)
                 .values(image_key=image_key)
             )
+        image_key_1 = page_image_key(api_key.tenant_id, document.id, 1)
         session.execute(
             update(Page)
             .where(Page.document_id == document.id, Page.page_no == 1)
@@ -91,6 +92,7 @@ def _document_with_a_read_page(
                 state=PageState.DONE.value,
                 mode="base",
                 markdown=markdown,
+                figures=[{"name": "figures/p0001_0.jpg", "key": image_key_1, "box": [100, 800, 600, 1200]}],
                 blocks=[
                     {"label": "title", "boxes": [[100, 120, 900, 200]], "text": "# Heading"},
                     {
@@ -199,6 +201,7 @@ def test_another_tenants_document_is_not_found(
             f"/console/documents/{theirs}",
             f"/console/documents/{theirs}/pages/1",
             f"/console/documents/{theirs}/pages/1/image",
+            f"/console/documents/{theirs}/pages/1/figures/figures/p0001_0.jpg",
             f"/console/documents/{theirs}/result.json",
         ):
             response = client.get(path)
@@ -231,6 +234,11 @@ def test_the_page_viewer_draws_blocks_and_sanitises_model_output(
         assert "<td>cell</td>" in html
         assert "dense text" in html and "420" in html
         assert 'id="next-page"' in html and 'id="previous-page"' not in html
+        figure_url = f"/console/documents/{document_id}/pages/1/figures/figures/p0001_0.jpg"
+        assert f'<img src="{figure_url}"' in html
+        figure = client.get(figure_url)
+        assert figure.status_code == 200 and figure.content[:2] == b"\xff\xd8"
+        assert client.get(figure_url.replace("p0001_0", "p0001_9")).status_code == 404
         image = client.get(f"/console/documents/{document_id}/pages/1/image")
         assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
         document = client.get(f"/console/documents/{document_id}")

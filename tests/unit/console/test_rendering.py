@@ -100,3 +100,14 @@ def test_the_console_loads_nothing_from_other_hosts() -> None:
     fonts = {font.name for font in (katex / "fonts").glob("*.woff2")}
     for wanted in re.findall(r"fonts/(KaTeX_[A-Za-z0-9_-]+\.woff2)", (katex / "katex.min.css").read_text()):
         assert wanted in fonts
+
+
+def test_images_show_only_the_pages_own_figures() -> None:
+    figures = {"figures/p0001_0.jpg": "/console/documents/d/pages/1/figures/figures/p0001_0.jpg"}
+    html = render_markdown(
+        "![](figures/p0001_0.jpg)\n\n![](https://tracker.example/pixel.png)\n\n<img src='figures/other.jpg'>",
+        figures,
+    )
+    assert '<img src="/console/documents/d/pages/1/figures/figures/p0001_0.jpg" alt="">' in html
+    assert "tracker.example" not in html and "other.jpg" not in html
+    assert "figures/p0001_0.jpg" not in render_markdown("![](figures/p0001_0.jpg)")  # no map: no source
