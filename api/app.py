@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
+from api.console import install_console
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
 from api.routes import batches, documents, health, keys, metrics, usage, watches, webhooks
@@ -70,6 +71,7 @@ def create_app(settings: Settings, runtime: ApiRuntime | None = None) -> FastAPI
     app.include_router(webhooks.router)
     app.include_router(usage.router)
     app.include_router(keys.router)
+    install_console(app)
     return app
 
 

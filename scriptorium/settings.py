@@ -104,6 +104,13 @@ class ApiSettings(BaseModel):
     key_rotation_grace_s: int = Field(default=86_400, ge=0)
 
 
+class ConsoleSettings(BaseModel):
+    """The web console under /console: session cookies signed with SECRET_KEY."""
+
+    session_ttl_s: int = 43200  # a sign-in lasts this long, then the key is asked for again
+    secure_cookie: bool = False  # always mark the cookie Secure (it is whenever the request is https)
+
+
 class WebhookSettings(BaseModel):
     """Delivery of signed completion webhooks (Standard Webhooks)."""
 
@@ -189,7 +196,7 @@ class Settings(BaseSettings):
     )
 
     environment: Environment = Environment.DEVELOPMENT
-    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)  # signs idempotency and cursor tokens
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)  # signs console session cookies
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
@@ -198,6 +205,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)

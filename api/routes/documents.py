@@ -162,10 +162,19 @@ def list_documents(
     state: Annotated[DocumentState | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query()] = None,
+    batch_id: Annotated[uuid.UUID | None, Query(description="only documents of this batch")] = None,
+    filename: Annotated[
+        str | None, Query(max_length=200, description="only file names containing this (case-insensitive)")
+    ] = None,
 ) -> DocumentList:
     query = select(Document).where(Document.tenant_id == tenant.id)
     if state is not None:
         query = query.where(Document.state == state.value)
+    if batch_id is not None:
+        query = query.where(Document.batch_id == batch_id)
+    if filename:
+        escaped = filename.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Document.filename.ilike(f"%{escaped}%", escape="\\"))
     if cursor:
         created, ident = decode_cursor(cursor)
         query = query.where(
