@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import AbstractContextManager
 from typing import Any
 
 import structlog
@@ -58,6 +59,11 @@ def _passthrough(_: Any, __: str, event_dict: Any) -> Any:
 def bind_context(**values: Any) -> None:
     """Bind the given context keys (None values are skipped) for the rest of this task/request."""
     structlog.contextvars.bind_contextvars(**{k: v for k, v in values.items() if v is not None})
+
+
+def bound_context(**values: Any) -> AbstractContextManager[Any]:
+    """Bind context keys for a block and restore the previous values after it."""
+    return structlog.contextvars.bound_contextvars(**values)
 
 
 def clear_context() -> None:

@@ -17,16 +17,17 @@ attempt refunded); a crash of the process leaves them to their leases.
 
 from __future__ import annotations
 
+import contextvars
 import io
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -41,7 +42,7 @@ from scriptorium.lifecycle.claims import (
     release_claim,
 )
 from scriptorium.lifecycle.recording import AttemptRecord, PageOutcome, record_page_outcomes
-from scriptorium.logging import get_logger
+from scriptorium.logging import bind_context, bound_context, get_logger
 from scriptorium.modes import Mode
 from scriptorium.policy import RoutingPolicy
 from scriptorium.settings import Settings
@@ -62,6 +63,7 @@ from worker.task_base import is_transient
 
 log = get_logger(__name__)
 FATAL_EXIT_CODE = 70
+T = TypeVar("T")
 WINDOW_BATCHES = 4  # how far past the head of the line a prefetched batch may reach for length
 
 
@@ -114,6 +116,9 @@ class LoadedBatch:
 def ocr_batch(runtime: WorkerRuntime, pages: Sequence[tuple[uuid.UUID, int]]) -> None:
     """Read the message's batch, then go on draining due batches (see the module docstring)."""
     engine = runtime.require_ocr_engine()
+    documents = {document_id for document_id, _ in pages}
+    if len(documents) == 1:
+        bind_context(document_id=str(documents.pop()))
     claims = _claim_listed(runtime, pages)
     if not claims:
         log.info("batch.skipped", why="not claimable (duplicate, cancelled, finished or exhausted)")
@@ -141,7 +146,7 @@ class FeedPipeline:
             current: LoadedBatch | None = self._load_or_release(first)
             recording: Future[None] | None = None
             while current is not None:
-                prefetch = helper.submit(self._prefetch) if time.monotonic() < self.deadline else None
+                prefetch = _submit(helper, self._prefetch) if time.monotonic() < self.deadline else None
                 try:
                     self._read(current)
                 except EngineFatal as fatal:
@@ -155,7 +160,7 @@ class FeedPipeline:
                     raise
                 if recording is not None:
                     recording.result()  # the previous batch is written before this one is queued
-                recording = helper.submit(self._record, current)
+                recording = _submit(helper, self._record, current)
                 current = prefetch.result() if prefetch is not None else None
             if recording is not None:
                 recording.result()
@@ -163,7 +168,8 @@ class FeedPipeline:
 
     def _read(self, batch: LoadedBatch) -> None:
         started = time.monotonic()
-        _read_with_escalation(self.engine, batch.work, self.runtime.settings)
+        with _batch_context(batch.claims):
+            _read_with_escalation(self.engine, batch.work, self.runtime.settings)
         metrics.observe_engine_batch(time.monotonic() - started, pages=len(batch.work))
         self.batches += 1
 
@@ -195,8 +201,9 @@ class FeedPipeline:
     def _record(self, batch: LoadedBatch) -> None:
         """Store figures, write results, account tokens and refill the broker (helper thread)."""
         try:
-            outcomes = [_outcome(self.runtime, self.engine, item) for item in batch.work]
-            _record(self.runtime, batch.work, outcomes)
+            with _batch_context(batch.claims):
+                outcomes = [_outcome(self.runtime, self.engine, item) for item in batch.work]
+                _record(self.runtime, batch.work, outcomes)
         except BaseException as error:
             _release(self.runtime, batch.claims, error)
             raise
@@ -214,6 +221,21 @@ class FeedPipeline:
         if prefetched is not None:
             _release(self.runtime, prefetched.claims, None, never_read=True)
             self.held.drop(prefetched.claims)
+
+
+def _submit(helper: ThreadPoolExecutor, job: Callable[..., T], *args: Any) -> Future[T]:
+    """Run ``job`` on the helper thread with this task's log context (task id and all)."""
+    return helper.submit(contextvars.copy_context().run, job, *args)
+
+
+def _batch_context(claims: Sequence[PageClaim]) -> AbstractContextManager[Any]:
+    """Log context of one batch: its request, and its document when it has only one."""
+    documents = {claim.document_id for claim in claims}
+    return bound_context(
+        request_id=claims[0].request_id if claims else None,
+        document_id=str(documents.pop()) if len(documents) == 1 else None,
+        batch=len(claims),
+    )
 
 
 def _claim_listed(runtime: WorkerRuntime, pages: Sequence[tuple[uuid.UUID, int]]) -> list[PageClaim]:
