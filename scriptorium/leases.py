@@ -28,7 +28,11 @@ def seconds_ago(seconds: float) -> ColumnElement[Any]:
     return func.now() - interval(seconds)
 
 
-def expired(expires_at: Any) -> ColumnElement[bool]:
-    """A lease whose holder stopped extending it: the row may be claimed again."""
-    result: ColumnElement[bool] = expires_at < func.now()
+def expired(expires_at: Any, *, grace_s: float = 0) -> ColumnElement[bool]:
+    """A lease whose holder stopped extending it: the row may be claimed again.
+
+    ``grace_s`` lets a lease run that much past its expiry first (the sweeper, right after a
+    database outage during which no holder could extend its lease).
+    """
+    result: ColumnElement[bool] = expires_at < (seconds_ago(grace_s) if grace_s else func.now())
     return result

@@ -15,7 +15,6 @@ from scriptorium.states import Lane
 
 PREPARE_TASK = "scriptorium.prepare"
 OCR_TASK = "scriptorium.ocr_batch"  # one engine batch: pages of one mode
-SWEEP_TASK = "scriptorium.sweep"
 ASSEMBLE_TASK = "scriptorium.assemble_result"
 DELIVER_WEBHOOKS_TASK = "scriptorium.deliver_webhooks"
 EXPAND_BATCH_TASK = "scriptorium.expand_batch"  # a batch's intake: discover inputs, make documents

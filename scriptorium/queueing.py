@@ -19,7 +19,6 @@ from scriptorium.messages import (
     OCR_TASK,
     POLL_WATCHES_TASK,
     PREPARE_TASK,
-    SWEEP_TASK,
     Message,
 )
 from scriptorium.settings import Settings
@@ -73,7 +72,6 @@ def create_celery(settings: Settings, *, main: str = "scriptorium") -> Celery:
         task_default_queue=CPU_QUEUE,
         task_routes={
             PREPARE_TASK: {"queue": CPU_QUEUE},
-            SWEEP_TASK: {"queue": CPU_QUEUE},
             ASSEMBLE_TASK: {"queue": CPU_QUEUE},
             DELIVER_WEBHOOKS_TASK: {"queue": CPU_QUEUE},
             EXPAND_BATCH_TASK: {"queue": CPU_QUEUE},
@@ -82,7 +80,6 @@ def create_celery(settings: Settings, *, main: str = "scriptorium") -> Celery:
             OCR_TASK: {"queue": GPU_QUEUE},
         },
         beat_schedule={
-            "sweep": {"task": SWEEP_TASK, "schedule": limits.sweep_interval_s, "options": {"expires": 60}},
             "deliver-webhooks": {
                 "task": DELIVER_WEBHOOKS_TASK,
                 "schedule": settings.webhooks.poll_interval_s,

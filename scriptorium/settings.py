@@ -37,6 +37,12 @@ class DatabaseSettings(BaseModel):
 class RedisSettings(BaseModel):
     url: str = "redis://127.0.0.1:6379/0"
     visibility_timeout_s: int = 3600  # far above the page hard time limit
+    # A worker's watchdog: it exits (for its supervisor to restart it) when the broker has not
+    # answered for ``liveness_timeout_s``, or when it sat idle for ``stall_timeout_s`` while its
+    # queues held messages (a consumer wedged after a reconnect).
+    watchdog_interval_s: float = 5.0
+    liveness_timeout_s: int = 120
+    stall_timeout_s: int = 180
 
 
 class StorageSettings(BaseModel):

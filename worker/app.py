@@ -26,7 +26,6 @@ from scriptorium.messages import (
     OCR_TASK,
     POLL_WATCHES_TASK,
     PREPARE_TASK,
-    SWEEP_TASK,
 )
 from scriptorium.queueing import create_celery
 from scriptorium.settings import Settings
@@ -35,7 +34,6 @@ from worker.ingestion import expand_batch, ingest_watch, poll_watches
 from worker.ocr import ocr_batch
 from worker.preparation import prepare_document
 from worker.runtime import EngineFactory, WorkerRuntime
-from worker.sweeper import run_sweep
 from worker.task_base import FleetTask
 from worker.webhook_sender import deliver_webhooks
 
@@ -108,10 +106,6 @@ def create_worker_app(
     @app.task(name=ASSEMBLE_TASK, base=FleetTask)  # type: ignore[untyped-decorator]
     def assemble(document_id: str) -> None:
         store_document_result(state.runtime, uuid.UUID(document_id))
-
-    @app.task(name=SWEEP_TASK, base=FleetTask)  # type: ignore[untyped-decorator]
-    def sweep() -> None:
-        run_sweep(state.runtime)
 
     @app.task(name=EXPAND_BATCH_TASK, base=FleetTask)  # type: ignore[untyped-decorator]
     def expand(batch_id: str) -> None:

@@ -16,6 +16,8 @@ from worker.app import create_worker_app
 from worker.engine.base import Engine
 from worker.metrics_server import start_worker_exporter
 from worker.runtime import EngineFactory
+from worker.sweep_loop import SweepLoop
+from worker.watchdog import Watchdog
 
 QUEUE_ALIASES = {"cpu": CPU_QUEUE, "gpu": GPU_QUEUE}
 
@@ -58,6 +60,7 @@ def run_worker(
     )
     kind = "gpu" if serves_gpu else "cpu"
     start_worker_exporter(settings.metrics)
+    _watch_broker(settings, resolved, ready_file)
     app.worker_main(
         [
             "worker",
@@ -77,8 +80,31 @@ def run_worker(
     )
 
 
-def run_beat(settings: Settings) -> None:
+def _watch_broker(settings: Settings, queues: list[str], liveness_file: Path | None) -> None:
+    """Start the watchdog in the main process once the consumer is up (see worker.watchdog)."""
+    from celery.worker import state
+
+    watchdog = Watchdog(
+        settings.redis,
+        queues,
+        busy=lambda: bool(state.active_requests or state.reserved_requests),
+        liveness_file=liveness_file,
+    )
+
+    def _ready(**_: Any) -> None:
+        watchdog.start()
+
+    def _received(**_: Any) -> None:
+        watchdog.task_received()
+
+    signals.worker_ready.connect(_ready, weak=False)
+    signals.task_received.connect(_received, weak=False)
+
+
+def run_beat(settings: Settings, *, liveness_file: Path | None = None) -> None:
+    """Celery beat for the periodic messages, and the sweeper loop beside it (no broker needed)."""
     _keep_our_logging(settings)
+    SweepLoop(settings, liveness_file=liveness_file).start()
     app = create_celery(settings)
     schedule = Path(tempfile.gettempdir()) / "scriptorium-beat-schedule"
     app.start(["beat", "--loglevel", settings.log.level, "--schedule", str(schedule)])

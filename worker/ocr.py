@@ -59,7 +59,7 @@ from worker.engine.base import (
 )
 from worker.routing.escalation import choose_kept_result, judge
 from worker.runtime import WorkerRuntime
-from worker.task_base import is_transient
+from worker.task_base import backoff_s, dependency_of, is_transient
 
 log = get_logger(__name__)
 FATAL_EXIT_CODE = 70
@@ -203,7 +203,7 @@ class FeedPipeline:
         try:
             with _batch_context(batch.claims):
                 outcomes = [_outcome(self.runtime, self.engine, item) for item in batch.work]
-                _record(self.runtime, batch.work, outcomes)
+                _record_through_outage(self.runtime, batch.work, outcomes)
         except BaseException as error:
             _release(self.runtime, batch.claims, error)
             raise
@@ -236,6 +236,34 @@ def _batch_context(claims: Sequence[PageClaim]) -> AbstractContextManager[Any]:
         document_id=str(documents.pop()) if len(documents) == 1 else None,
         batch=len(claims),
     )
+
+
+def _record_through_outage(
+    runtime: WorkerRuntime, work: Sequence[PageWork], outcomes: Sequence[PageOutcome]
+) -> None:
+    """Record, waiting out a database outage: the pages are read, and reading them again would
+    cost GPU time and an attempt. The lease keeper extends the leases again once the database
+    answers (the sweeper grants a lease of grace after an outage); past the soft time limit the
+    wait ends and the pages are released with their attempts refunded."""
+    deadline = time.monotonic() + runtime.settings.limits.page_soft_time_limit_s
+    retries = 0
+    while True:
+        try:
+            _record(runtime, work, outcomes)
+            return
+        except Exception as error:
+            if not is_transient(error) or time.monotonic() >= deadline:
+                raise
+            delay = min(backoff_s(retries), max(0.1, deadline - time.monotonic()))
+            retries += 1
+            metrics.count_dependency_wait(dependency_of(error), "ocr.record")
+            log.warning(
+                "page.record_waiting",
+                dependency=dependency_of(error),
+                error=str(error)[:300],
+                retry_in_s=delay,
+            )
+            time.sleep(delay)
 
 
 def _claim_listed(runtime: WorkerRuntime, pages: Sequence[tuple[uuid.UUID, int]]) -> list[PageClaim]:

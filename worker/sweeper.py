@@ -15,13 +15,18 @@ from worker.runtime import WorkerRuntime
 log = get_logger(__name__)
 
 
-def run_sweep(runtime: WorkerRuntime) -> SweepReport | None:
+def run_sweep(runtime: WorkerRuntime, *, lease_grace_s: int = 0) -> SweepReport | None:
     """One sweep; returns None when another sweeper holds the lock."""
     limits = runtime.settings.limits
     with runtime.units.committing() as uow:
         if not try_sweeper_lock(uow):
             return None
-        report = sweep(uow, lost_after_s=limits.lost_message_after_s, prepare_attempts=PREPARE_ATTEMPTS)
+        report = sweep(
+            uow,
+            lost_after_s=limits.lost_message_after_s,
+            prepare_attempts=PREPARE_ATTEMPTS,
+            lease_grace_s=lease_grace_s,
+        )
         admit_and_dispatch(
             uow,
             depth=limits.dispatch_depth,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from scriptorium import metrics
 from scriptorium.errors import DomainError
@@ -29,7 +29,11 @@ def is_transient(error: BaseException) -> bool:
     """An outage of something the task depends on, not a fault of the work itself."""
     if isinstance(error, DomainError):
         return error.transient
-    return isinstance(error, DBAPIError) and error.connection_invalidated
+    # A dropped connection, and also one refused or timed out while the server restarts
+    # (psycopg raises those as OperationalError before any connection exists to invalidate).
+    return isinstance(error, DBAPIError) and (
+        error.connection_invalidated or isinstance(error, OperationalError | InterfaceError)
+    )
 
 
 def dependency_of(error: BaseException) -> str:

@@ -14,7 +14,7 @@ import click
 from scriptorium import __version__
 from scriptorium.cli.local import dev, ocr, route
 from scriptorium.cli.remote import batch, ingest
-from scriptorium.cli.services import api, beat, migrate, openapi, worker
+from scriptorium.cli.services import api, beat, migrate, openapi, worker, worker_health
 from scriptorium.cli.tenants import tenant
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -32,7 +32,7 @@ def _exit_with(code: int | None) -> None:
         click.get_current_context().exit(code)
 
 
-for command in (api, worker, beat, migrate, tenant, ingest, batch, ocr, route, dev, openapi):
+for command in (api, worker, worker_health, beat, migrate, tenant, ingest, batch, ocr, route, dev, openapi):
     cli.add_command(command)
 
 

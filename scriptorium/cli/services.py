@@ -59,11 +59,37 @@ def worker(queues: str, concurrency: int, hostname: str | None, ready_file: Path
 
 
 @click.command()
-def beat() -> int:
-    """Run the scheduler that triggers the sweeper."""
+@click.option(
+    "--liveness-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="touched after every successful sweep (for worker-health)",
+)
+def beat(liveness_file: Path | None) -> int:
+    """Run the periodic scheduler and the sweeper."""
     from worker.main import run_beat
 
-    run_beat(settings())
+    run_beat(settings(), liveness_file=liveness_file)
+    return 0
+
+
+@click.command(
+    "worker-health", short_help="Exit 0 while a worker's (or the sweeper's) liveness file is fresh."
+)
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--max-age-s", type=float, default=60.0, show_default=True, help="older than this is unhealthy")
+def worker_health(file: Path, max_age_s: float) -> int:
+    """Container healthcheck: FILE (a worker's --ready-file or beat's --liveness-file) exists and
+    was touched within --max-age-s. Workers touch it while their broker answers and they consume."""
+    import time
+
+    try:
+        age = time.time() - file.stat().st_mtime
+    except FileNotFoundError:
+        click.echo(f"unhealthy: {file} does not exist (not ready yet)", err=True)
+        return 1
+    if age > max_age_s:
+        click.echo(f"unhealthy: {file} last touched {age:.0f} s ago", err=True)
+        return 1
     return 0
 
 

@@ -26,9 +26,15 @@ class SweepReport:
     prepare_resent: int = 0
 
 
-def sweep(uow: UnitOfWork, *, lost_after_s: int, prepare_attempts: int) -> SweepReport:
+def sweep(
+    uow: UnitOfWork, *, lost_after_s: int, prepare_attempts: int, lease_grace_s: int = 0
+) -> SweepReport:
     """Dead-letter exhausted pages, requeue expired leases, finish documents that are due, and
-    re-send ``prepare`` for documents whose message went quiet; run under :func:`try_sweeper_lock`."""
+    re-send ``prepare`` for documents whose message went quiet; run under :func:`try_sweeper_lock`.
+
+    ``lease_grace_s`` lets leases run that long past their expiry before they count as lost:
+    right after a database outage, live workers have had no chance to extend them yet.
+    """
     session = uow.session
     report = SweepReport()
     touched: set[uuid.UUID] = set()
@@ -39,7 +45,7 @@ def sweep(uow: UnitOfWork, *, lost_after_s: int, prepare_attempts: int) -> Sweep
             Page.attempts >= Page.max_attempts,
             or_(
                 Page.state == PageState.QUEUED,
-                and_(Page.state == PageState.RUNNING, expired(Page.lease_expires_at)),
+                and_(Page.state == PageState.RUNNING, expired(Page.lease_expires_at, grace_s=lease_grace_s)),
             ),
         )
         .values(
@@ -58,7 +64,7 @@ def sweep(uow: UnitOfWork, *, lost_after_s: int, prepare_attempts: int) -> Sweep
 
     expired_leases = session.execute(
         update(Page)
-        .where(Page.state == PageState.RUNNING, expired(Page.lease_expires_at))
+        .where(Page.state == PageState.RUNNING, expired(Page.lease_expires_at, grace_s=lease_grace_s))
         .values(
             state=PageState.QUEUED,
             lease_token=None,
@@ -89,7 +95,7 @@ def sweep(uow: UnitOfWork, *, lost_after_s: int, prepare_attempts: int) -> Sweep
                 ),
                 and_(
                     Document.state == DocumentState.PREPARING,
-                    expired(Document.prepare_lease_expires_at),
+                    expired(Document.prepare_lease_expires_at, grace_s=lease_grace_s),
                 ),
             )
         )

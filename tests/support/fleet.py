@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,8 @@ class ManagedProcess:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    restart: bool = False  # like compose's ``restart: unless-stopped``, under Fleet.supervise
+    exits: list[int] = field(default_factory=list)  # exit codes of the runs a supervisor replaced
 
     def start(self) -> ManagedProcess:
         with self.log_path.open("ab") as log:
@@ -74,6 +77,7 @@ class ManagedProcess:
                 self.process.wait(timeout=10)
 
     def stop(self) -> None:
+        self.restart = False
         self.kill_group(signal.SIGTERM)
 
     def log(self) -> str:
@@ -87,11 +91,35 @@ class Fleet:
     processes: list[ManagedProcess] = field(default_factory=list)
     api_url: str = ""
 
+    supervisor: threading.Thread | None = None
+    _supervising: threading.Event = field(default_factory=threading.Event)
+
     def spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> ManagedProcess:
         env = {**self.env, **(extra_env or {})}
         process = ManagedProcess(name, argv, env, self.workdir / f"{name}.log").start()
+        process.restart = self._supervising.is_set()
         self.processes.append(process)
         return process
+
+    def supervise(self) -> None:
+        """From now on, restart every process that exits, as compose's restart policy does."""
+        self._supervising.set()
+        for process in self.processes:
+            process.restart = True
+        if self.supervisor is None:
+            self.supervisor = threading.Thread(target=self._restart_exited, daemon=True)
+            self.supervisor.start()
+
+    def _restart_exited(self) -> None:
+        while self._supervising.is_set():
+            for process in list(self.processes):
+                code = process.process.poll() if process.process is not None else None
+                if process.restart and code is not None:
+                    process.exits.append(code)
+                    with process.log_path.open("ab") as log:
+                        log.write(f"\n== supervisor: exited with {code}, restarting ==\n".encode())
+                    process.start()
+            time.sleep(0.5)
 
     def start_api(self) -> ManagedProcess:
         port = free_port()
@@ -123,13 +151,24 @@ class Fleet:
         engine_env: dict[str, str] | None = None,
         real_engine: bool = False,
         wait_ready: bool = True,
+        wrap: list[str] | None = None,
     ) -> ManagedProcess:
+        """``wrap`` prefixes the command (e.g. ``ip netns exec NAME`` to run it on a host of its own)."""
         ready = self.workdir / f"{name}.ready"
         ready.unlink(missing_ok=True)
         base = [*SCRIPTORIUM, "worker"] if real_engine else DETERMINISTIC_WORKER
         process = self.spawn(
             name,
-            [*base, "--queues", "gpu", "--hostname", f"{name}@test", "--ready-file", str(ready)],
+            [
+                *(wrap or []),
+                *base,
+                "--queues",
+                "gpu",
+                "--hostname",
+                f"{name}@test",
+                "--ready-file",
+                str(ready),
+            ],
             engine_env,
         )
         if wait_ready:
@@ -143,9 +182,13 @@ class Fleet:
         return process
 
     def start_beat(self) -> ManagedProcess:
-        return self.spawn("beat", [*SCRIPTORIUM, "beat"])
+        """Beat and the sweeper; the sweeper touches ``beat.alive`` after every successful pass."""
+        return self.spawn("beat", [*SCRIPTORIUM, "beat", "--liveness-file", str(self.workdir / "beat.alive")])
 
     def stop(self) -> None:
+        self._supervising.clear()
+        if self.supervisor is not None:
+            self.supervisor.join(timeout=5)
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()

@@ -102,6 +102,33 @@ class S3Server:
     secret_key: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    command: tuple[str, ...] = ()
+    workdir: Path | None = None
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        from minio import Minio
+
+        client = Minio(self.endpoint, access_key=self.access_key, secret_key=self.secret_key, secure=False)
+        wait_for(
+            lambda: client.list_buckets() is not None, timeout=timeout, interval=0.5, what="SeaweedFS S3"
+        )
+
+    def stop(self) -> None:
+        """Stop the server (fault tests: an object-store outage); its data stays in ``workdir``."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def start(self) -> None:
+        """Start it again on the same ports and data directory."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+            )
+        self.wait_ready()
 
 
 def weed_binary() -> str:
@@ -152,16 +179,11 @@ def seaweedfs(workdir: Path) -> Iterator[S3Server]:
     # The gRPC ports default to port + 10000; keep them off other servers' ports.
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    server = S3Server(f"127.0.0.1:{ports['s3']}", S3_ACCESS_KEY, S3_SECRET_KEY, process, log_path)
+    server = S3Server(
+        f"127.0.0.1:{ports['s3']}", S3_ACCESS_KEY, S3_SECRET_KEY, process, log_path, tuple(command), workdir
+    )
     try:
-        from minio import Minio
-
-        client = Minio(server.endpoint, access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY, secure=False)
-        wait_for(lambda: client.list_buckets() is not None, timeout=60, interval=0.5, what="SeaweedFS S3")
+        server.wait_ready()
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        server.stop()

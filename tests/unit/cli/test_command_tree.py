@@ -22,6 +22,7 @@ EXPECTED = {
     (),
     ("api",),
     ("worker",),
+    ("worker-health",),
     ("beat",),
     ("migrate",),
     ("openapi",),

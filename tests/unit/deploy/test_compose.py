@@ -157,9 +157,29 @@ def test_the_gpu_worker_holds_one_gpu_and_reports_ready_after_warm_up() -> None:
     assert devices == [{"driver": "nvidia", "device_ids": ["0"], "capabilities": ["gpu"]}]
     command = worker["command"]
     ready_file = command[command.index("--ready-file") + 1]
-    assert worker["healthcheck"]["test"] == ["CMD", "test", "-f", ready_file]
     assert any(ready_file.startswith(f"{mount}/") for mount in worker["tmpfs"]), "must not outlive a restart"
     assert duration_seconds(worker["healthcheck"]["start_period"]) >= 600, "loading 6.7 GB takes a while"
+
+
+@pytest.mark.parametrize("path", ALL_COMPOSE_FILES, ids=[p.name for p in ALL_COMPOSE_FILES])
+def test_worker_and_sweeper_healthchecks_test_liveness_not_a_file_written_once(path: Path) -> None:
+    redis = Settings(_env_file=None).redis
+    for name, service in services(path).items():
+        command = service.get("command") or []
+        if not isinstance(command, list) or "scriptorium.cli" not in command:
+            continue
+        kind = command[command.index("scriptorium.cli") + 1]
+        if kind not in ("worker", "beat"):
+            continue
+        flag = "--ready-file" if kind == "worker" else "--liveness-file"
+        liveness = command[command.index(flag) + 1]
+        probe = service["healthcheck"]["test"]
+        assert probe[:5] == ["CMD", "python", "-m", "scriptorium.cli", "worker-health"], name
+        assert probe[5] == liveness, name
+        max_age = float(probe[probe.index("--max-age-s") + 1])
+        if kind == "worker":  # touched by the watchdog at every healthy check
+            assert redis.watchdog_interval_s * 3 <= max_age < redis.liveness_timeout_s, name
+        assert any(liveness.startswith(f"{mount}/") for mount in service["tmpfs"]), name
 
 
 @pytest.mark.parametrize("name", ["worker-gpu", "worker-cpu"])
