@@ -49,6 +49,10 @@ def backoff_s(retries: int) -> float:
 class FleetTask(Task):  # type: ignore[misc]
     """The base of every Scriptorium task."""
 
+    # Outages are waited out without limit. ``retry(max_retries=None)`` alone does not say so: Celery
+    # reads None there as "the task's default", which is 3 (a fourth storage outage retry raised).
+    max_retries = None
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         clear_context()
         bind_context(
