@@ -139,8 +139,8 @@ def test_page_messages_the_broker_lost_are_sent_again(
         client = ApiClient.for_new_tenant(fleet, sessions)
         document = client.upload(corpus / "pdf-real" / "normal_4pages.pdf", mode="base")
         queue = redis.Redis.from_url(fault_env["SCRIPTORIUM_REDIS__URL"])
-        wait_for(lambda: queue.llen("scriptorium.gpu") >= 4, timeout=60, what="the page messages")
-        queue.delete("scriptorium.gpu")  # every page message is gone; the rows say "queued"
+        wait_for(lambda: queue.llen("scriptorium.gpu") >= 1, timeout=60, what="the batch message")
+        queue.delete("scriptorium.gpu")  # the batch message is gone; the rows say "queued"
         fleet.start_gpu_worker()
         assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
         assert_invariants(sessions, ids(document))
@@ -167,9 +167,12 @@ def test_a_page_message_delivered_many_times_is_read_once(
             fleet=fleet,
         )
         app = create_celery(settings)
-        for _ in range(4):  # the same page announced again and again before any worker runs
+        for _ in range(
+            4
+        ):  # every page announced again and again, alone and as a batch, before any worker runs
             for page_no in range(1, 5):
-                app.send_task(OCR_TASK, kwargs={"document_id": document["id"], "page_no": page_no})
+                app.send_task(OCR_TASK, kwargs={"pages": [[document["id"], page_no]]})
+            app.send_task(OCR_TASK, kwargs={"pages": [[document["id"], n] for n in range(1, 5)]})
         fleet.start_gpu_worker()
         assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
         events = [line for line in Path(fault_env["FAKE_ENGINE_EVENTS"]).read_text().splitlines()]
