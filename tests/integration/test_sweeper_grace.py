@@ -10,7 +10,7 @@ from scriptorium.db.models import Page
 from scriptorium.lifecycle.claims import claim_page, extend_leases
 from scriptorium.lifecycle.sweeping import sweep
 from tests.support import builders
-from tests.support.units import unit_of_work
+from tests.support.units import cancel, unit_of_work
 
 
 def test_an_expired_lease_survives_a_sweep_with_grace_and_its_holder_extends_it(
@@ -37,3 +37,4 @@ def test_an_expired_lease_survives_a_sweep_with_grace_and_its_holder_extends_it(
         lost = session.get(Page, (document_id, 2))
         assert kept is not None and kept.state == "running" and kept.attempts == 1
         assert lost is not None and lost.state == "queued"
+    cancel(sessions, document_id)  # leave nothing queued for other tests' dispatch
