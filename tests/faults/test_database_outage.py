@@ -49,13 +49,13 @@ def test_postgres_restarted_mid_run_loses_nothing_and_costs_no_attempt(
     engine = make_engine(DatabaseSettings(url=url))
     sessions: sessionmaker[Session] = make_session_factory(engine)
     try:
-        with running_fleet({**fault_env, "SCRIPTORIUM_DB__URL": url}, tmp_path) as fleet:
+        # One page per batch message, so some pages are in every phase when the database goes.
+        env = {**fault_env, "SCRIPTORIUM_DB__URL": url, "SCRIPTORIUM_ENGINE__MAX_BATCH_PAGES": "1"}
+        with running_fleet(env, tmp_path) as fleet:
             fleet.start_api()
             fleet.start_cpu_worker()
             fleet.start_beat()
-            fleet.start_gpu_worker(
-                engine_env={"FAKE_ENGINE_DELAY_S": "1", "SCRIPTORIUM_ENGINE__MAX_BATCH_PAGES": "1"}
-            )
+            fleet.start_gpu_worker(engine_env={"FAKE_ENGINE_DELAY_S": "1"})
             fleet.supervise()
             client = ApiClient.for_new_tenant(fleet, sessions)
             documents = [

@@ -46,6 +46,8 @@ def fleet(fault_env: dict[str, str], own_s3: S3Server, tmp_path: Path) -> Iterat
     env = {
         **fault_env,
         "SCRIPTORIUM_STORAGE__ENDPOINT": own_s3.endpoint,
+        # One page per batch message, so pages are still to be fetched when storage goes.
+        "SCRIPTORIUM_ENGINE__MAX_BATCH_PAGES": "1",
         "SCRIPTORIUM_STORAGE__BUCKET": BUCKET,
     }
     with running_fleet(env, tmp_path) as fleet:
@@ -78,10 +80,7 @@ def test_storage_down_during_ocr_costs_no_attempt(
     fleet: Fleet, own_s3: S3Server, sessions: sessionmaker[Session], corpus: Path
 ) -> None:
     fleet.start_cpu_worker()
-    # One page per engine call, so pages are still to be fetched when storage goes.
-    gpu = fleet.start_gpu_worker(
-        engine_env={"FAKE_ENGINE_DELAY_S": "0.5", "SCRIPTORIUM_ENGINE__MAX_BATCH_PAGES": "1"}
-    )
+    gpu = fleet.start_gpu_worker(engine_env={"FAKE_ENGINE_DELAY_S": "0.5"})
     client = ApiClient.for_new_tenant(fleet, sessions)
     document = client.upload(corpus / "pdf-real" / "normal_4pages.pdf", mode="base", dedup="false")
     wait_until(
