@@ -12,6 +12,7 @@ import click
 
 from scriptorium.cli.context import settings
 from scriptorium.cli.remote import DOCUMENT_TASKS
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY, MODEL_FAMILY_NAMES, ModelFamily
 from scriptorium.modes import Mode
 from scriptorium.policy import AUTO
 
@@ -130,9 +131,16 @@ def dev() -> None:
 @dev.command("tiny-checkpoint", short_help="Write a tiny random-weight checkpoint.")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True)
-def tiny_checkpoint(directory: Path, seed: int) -> int:
-    """Write a tiny random-weight DeepSeek-OCR checkpoint in the published layout to DIRECTORY."""
+@click.option(
+    "--family",
+    type=click.Choice(MODEL_FAMILY_NAMES),
+    default=DEFAULT_MODEL_FAMILY.value,
+    show_default=True,
+    help="Which model family's published layout to write.",
+)
+def tiny_checkpoint(directory: Path, seed: int, family: str) -> int:
+    """Write a tiny random-weight checkpoint of a model family in its published layout to DIRECTORY."""
     from worker.engine.deepseek.tiny_checkpoint import write_tiny_checkpoint
 
-    click.echo(str(write_tiny_checkpoint(directory, seed=seed)))
+    click.echo(str(write_tiny_checkpoint(directory, seed=seed, family=ModelFamily(family))))
     return 0
