@@ -83,12 +83,20 @@ def ocr(
     type=click.Path(path_type=Path),
     help="model directory: count text tokens with its tokenizer",
 )
+@click.option(
+    "--model-family",
+    "model_families",
+    type=click.Choice(MODEL_FAMILY_NAMES),
+    multiple=True,
+    help="forecast for this model family (repeat for several; default: the default family)",
+)
 @click.option("--pages", help="page selection, e.g. 1-3,5")
 @click.option("--password", help="password of an encrypted PDF")
 @click.option("--json", "json_output", is_flag=True, help="one JSON object per file and line")
 def route(
     *,
     paths: tuple[Path, ...],
+    model_families: tuple[str, ...],
     policy: str | None,
     mode: str | None,
     target_ratio: float | None,
@@ -115,6 +123,7 @@ def route(
         min_mode=min_mode,
         max_mode=max_mode,
         model=model,
+        model_families=tuple(ModelFamily(family) for family in model_families) or (DEFAULT_MODEL_FAMILY,),
         pages=pages,
         password=password,
         json_output=json_output,
