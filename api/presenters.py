@@ -127,6 +127,7 @@ def present_page(page: Page, store: ObjectStore) -> PageOut:
         ocr_attempts=page.ocr_attempts or [],
         engine_seconds=round(page.engine_seconds, 4),
         model_revision=page.model_revision,
+        model=page.model,
         markdown=page.markdown,
         blocks=_blocks(page),
         figures=_figures(page, store),

@@ -110,6 +110,9 @@ class PageOut(BaseModel):
     ocr_attempts: list[dict[str, Any]]
     engine_seconds: float
     model_revision: str | None
+    model: str | None = Field(
+        default=None, description="the model family that read the page: deepseek-ocr or unlimited-ocr"
+    )
     markdown: str | None
     blocks: list[BlockOut]
     figures: list[FigureOut]

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from scriptorium.model_families import ModelFamily
 from scriptorium.modes import DEFAULT_MAX_CROPS, DEFAULT_MIN_CROPS
 
 DEFAULT_SECRET = "change-me"  # noqa: S105 - the sentinel production refuses to start with
@@ -59,16 +60,19 @@ class StorageSettings(BaseModel):
 
 class EngineSettings(BaseModel):
     model_path: str = "/models/DeepSeek-OCR"  # a local directory in the published layout, or a hub id
+    # The family this worker must serve; None: whatever the checkpoint is (detected from config.json).
+    family: ModelFamily | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bfloat16 | float16 | float32
     attention: str = "auto"  # auto | sdpa | flash_attention_2 | eager
     min_crops: int = DEFAULT_MIN_CROPS
     max_crops: int = DEFAULT_MAX_CROPS
-    max_context: int = 8192
-    max_new_tokens: int | None = None  # None: the context minus the prompt
-    ngram_size: int = 20
-    ngram_window: int = 50
-    ngram_whitelist: list[int] = Field(default_factory=lambda: [128821, 128822])
+    # None below: the family's profile value (worker/engine/profiles.py, docs/ENGINE.md).
+    max_context: int | None = None  # prompt + output per page
+    max_new_tokens: int | None = None  # None: the profile's cap, or the context minus the prompt
+    ngram_size: int | None = None  # 0 turns the no-repeat guard off
+    ngram_window: int | None = None
+    ngram_whitelist: list[int] | None = None
     batch_token_budget: int = 65_536  # prompt + new tokens of all pages in one call (≈3.75 GiB KV in bf16)
     max_batch_pages: int = 8
     warmup: bool = True

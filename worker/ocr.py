@@ -410,6 +410,7 @@ def _outcome(runtime: WorkerRuntime, engine: Engine, item: PageWork) -> PageOutc
             state=PageState.FAILED,
             attempts=item.attempts,
             model_revision=engine.revision,
+            model=engine.model,
             error_code=ReasonCode.ENGINE_ERROR,
             error_message=failure.message,
         )
@@ -418,6 +419,7 @@ def _outcome(runtime: WorkerRuntime, engine: Engine, item: PageWork) -> PageOutc
         state=PageState.DONE,
         attempts=item.attempts,
         model_revision=kept.model_revision or engine.revision,
+        model=kept.model or engine.model,
         mode=kept.mode.value,
         grid=list(kept.grid) if kept.grid else None,
         markdown=kept.markdown,

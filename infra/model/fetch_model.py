@@ -1,13 +1,16 @@
-"""Put the DeepSeek-OCR checkpoint where the GPU workers load it: once, and only when missing.
+"""Put a model family's checkpoint where the GPU workers load it: once, and only when missing.
 
-The compose service `model` runs this before any GPU worker starts. A complete checkpoint
-already in place (downloaded earlier, or a host directory mounted for an air-gapped install)
-is left alone. Otherwise the files are downloaded from the hub into a partial directory next
-to the target, checked, and renamed into place, so a worker never sees half a checkpoint and an
-interrupted download resumes where it stopped.
+The compose service `model` runs this before any GPU worker starts. A complete checkpoint of
+the family already in place (downloaded earlier, or a host directory mounted for an air-gapped
+install) is left alone. Otherwise the files are downloaded from the hub into a partial directory
+next to the target, checked (complete, and a checkpoint of the requested family), and renamed
+into place, so a worker never sees half a checkpoint and an interrupted download resumes where
+it stopped. ``--family`` (``MODEL_FAMILY``) picks the family's published repository and
+directory (``deepseek-ocr``: deepseek-ai/DeepSeek-OCR to /models/DeepSeek-OCR;
+``unlimited-ocr``: baidu/Unlimited-OCR to /models/Unlimited-OCR).
 
-    python infra/model/fetch_model.py [--repo deepseek-ai/DeepSeek-OCR] [--revision main]
-                                      [--target /models/DeepSeek-OCR]
+    python infra/model/fetch_model.py [--family deepseek-ocr|unlimited-ocr] [--repo REPO]
+                                      [--revision main] [--target DIR]
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY, MODEL_FAMILY_NAMES, ModelFamily
+from worker.engine.deepseek.architecture import DeepSeekOcrArchitecture, UnsupportedConfig
 from worker.engine.deepseek.checkpoint import HUB_DOWNLOAD_PATTERNS, CheckpointError, inspect_checkpoint
+from worker.engine.profiles import profile_of
 
-DEFAULT_REPO = "deepseek-ai/DeepSeek-OCR"
+DEFAULT_REPO = profile_of(DEFAULT_MODEL_FAMILY).hub_id
 DEFAULT_REVISION = "main"
-DEFAULT_TARGET = "/models/DeepSeek-OCR"
+DEFAULT_TARGET = profile_of(DEFAULT_MODEL_FAMILY).default_model_dir
 
 
 class Downloader(Protocol):
@@ -40,10 +46,29 @@ def partial_directory(target: Path) -> Path:
     return target.parent / f".{target.name}.partial"
 
 
+def check_family(directory: Path, family: ModelFamily | None) -> None:
+    """Raise unless ``directory`` is a complete checkpoint (of ``family``, when given)."""
+    files = inspect_checkpoint(directory)
+    if family is None:
+        return
+    try:
+        found = DeepSeekOcrArchitecture.from_config(files.read_config()).family
+    except UnsupportedConfig as error:
+        raise CheckpointError(f"{files.config}: {error}") from error
+    if found is not family:
+        raise CheckpointError(f"{directory} holds a {found} checkpoint, not {family}")
+
+
 def fetch_model(
-    target: Path, *, repo: str, revision: str, download: Downloader | None = None, offline: bool = False
+    target: Path,
+    *,
+    repo: str,
+    revision: str,
+    download: Downloader | None = None,
+    offline: bool = False,
+    family: ModelFamily | None = None,
 ) -> str:
-    """Make ``target`` hold a complete checkpoint; returns what was done, for the log."""
+    """Make ``target`` hold a complete checkpoint (of ``family``); returns what was done, for the log."""
     if target.is_dir() and not any(target.iterdir()):
         try:
             target.rmdir()  # made by hand; the download is renamed into place
@@ -51,7 +76,7 @@ def fetch_model(
             message = f"{target} is empty and cannot be replaced ({error}); mount its parent directory"
             raise CheckpointError(message) from error
     if target.exists():
-        inspect_checkpoint(target)  # a broken directory someone put here is theirs to fix
+        check_family(target, family)  # a broken directory someone put here is theirs to fix
         return f"checkpoint present at {target}; nothing to download"
     if offline:
         raise CheckpointError(
@@ -69,7 +94,7 @@ def fetch_model(
             f"downloading {repo}@{revision} failed ({error}); check the network, HF_TOKEN, or install the "
             "checkpoint by hand (docs/DEPLOY.md, air-gapped install); a rerun resumes the download"
         ) from error
-    inspect_checkpoint(partial)
+    check_family(partial, family)
     partial.rename(target)
     return f"downloaded {repo}@{revision} to {target}"
 
@@ -82,16 +107,31 @@ def _snapshot_download(*, repo_id: str, revision: str, local_dir: str, allow_pat
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--repo", default=os.environ.get("MODEL_REPO") or DEFAULT_REPO)
+    parser.add_argument(
+        "--family",
+        choices=MODEL_FAMILY_NAMES,
+        default=os.environ.get("MODEL_FAMILY") or DEFAULT_MODEL_FAMILY.value,
+        help="the model family to fetch (MODEL_FAMILY); sets the default repo and target",
+    )
+    parser.add_argument("--repo", default=os.environ.get("MODEL_REPO"))
     parser.add_argument("--revision", default=os.environ.get("MODEL_REVISION") or DEFAULT_REVISION)
     parser.add_argument(
         "--target",
-        default=os.environ.get("SCRIPTORIUM_ENGINE__MODEL_PATH") or DEFAULT_TARGET,
+        default=os.environ.get("SCRIPTORIUM_ENGINE__MODEL_PATH"),
         help="the directory the workers load (SCRIPTORIUM_ENGINE__MODEL_PATH)",
     )
     args = parser.parse_args(argv)
+    profile = profile_of(args.family)
+    target = Path(args.target or profile.default_model_dir)
     try:
-        print(fetch_model(Path(args.target), repo=args.repo, revision=args.revision, offline=hub_offline()))
+        message = fetch_model(
+            target,
+            repo=args.repo or profile.hub_id,
+            revision=args.revision,
+            offline=hub_offline(),
+            family=profile.family,
+        )
+        print(message)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ import click
 
 from scriptorium.cli.context import settings
 from scriptorium.cli.remote import DOCUMENT_TASKS
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY, MODEL_FAMILY_NAMES, ModelFamily
 from scriptorium.modes import Mode
 from scriptorium.policy import AUTO
 
@@ -82,12 +83,20 @@ def ocr(
     type=click.Path(path_type=Path),
     help="model directory: count text tokens with its tokenizer",
 )
+@click.option(
+    "--model-family",
+    "model_families",
+    type=click.Choice(MODEL_FAMILY_NAMES),
+    multiple=True,
+    help="forecast for this model family (repeat for several; default: the default family)",
+)
 @click.option("--pages", help="page selection, e.g. 1-3,5")
 @click.option("--password", help="password of an encrypted PDF")
 @click.option("--json", "json_output", is_flag=True, help="one JSON object per file and line")
 def route(
     *,
     paths: tuple[Path, ...],
+    model_families: tuple[str, ...],
     policy: str | None,
     mode: str | None,
     target_ratio: float | None,
@@ -114,6 +123,7 @@ def route(
         min_mode=min_mode,
         max_mode=max_mode,
         model=model,
+        model_families=tuple(ModelFamily(family) for family in model_families) or (DEFAULT_MODEL_FAMILY,),
         pages=pages,
         password=password,
         json_output=json_output,
@@ -130,9 +140,16 @@ def dev() -> None:
 @dev.command("tiny-checkpoint", short_help="Write a tiny random-weight checkpoint.")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True)
-def tiny_checkpoint(directory: Path, seed: int) -> int:
-    """Write a tiny random-weight DeepSeek-OCR checkpoint in the published layout to DIRECTORY."""
+@click.option(
+    "--family",
+    type=click.Choice(MODEL_FAMILY_NAMES),
+    default=DEFAULT_MODEL_FAMILY.value,
+    show_default=True,
+    help="Which model family's published layout to write.",
+)
+def tiny_checkpoint(directory: Path, seed: int, family: str) -> int:
+    """Write a tiny random-weight checkpoint of a model family in its published layout to DIRECTORY."""
     from worker.engine.deepseek.tiny_checkpoint import write_tiny_checkpoint
 
-    click.echo(str(write_tiny_checkpoint(directory, seed=seed)))
+    click.echo(str(write_tiny_checkpoint(directory, seed=seed, family=ModelFamily(family))))
     return 0

@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from scriptorium.batches.states import BatchKind, BatchState, ItemState, WatchObjectState
+from scriptorium.model_families import ModelFamily
 from scriptorium.states import (
     ACTIVE_PAGE_STATES,
     TERMINAL_DOCUMENT_STATES,
@@ -214,6 +215,7 @@ class Page(Base):
     __table_args__ = (
         CheckConstraint(_in("state", PageState), name="state"),
         CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
+        CheckConstraint(_in("model", ModelFamily), name="model"),
         Index(
             "ix_pages_work",
             "state",
@@ -264,6 +266,7 @@ class Page(Base):
     under_read: Mapped[bool] = mapped_column(Boolean, default=False)
     ocr_attempts: Mapped[list[Any]] = mapped_column(JSONB, default=list)  # every engine run, kept or not
     model_revision: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(32))  # the family that read it
 
     markdown: Mapped[str | None] = mapped_column(Text)
     blocks: Mapped[list[Any] | None] = mapped_column(JSONB)
@@ -312,7 +315,10 @@ class UsageEntry(Base):
     """Append-only: one row per engine run of a page (escalations are separate rows)."""
 
     __tablename__ = "usage_ledger"
-    __table_args__ = (Index("ix_usage_ledger_tenant_created", "tenant_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_usage_ledger_tenant_created", "tenant_id", "created_at"),
+        CheckConstraint(_in("model", ModelFamily), name="model"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column(UUID)
@@ -328,6 +334,7 @@ class UsageEntry(Base):
     engine_seconds: Mapped[float] = mapped_column(Float)
     escalation: Mapped[bool] = mapped_column(Boolean)
     model_revision: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(32))  # the family that read it
     created_at: Mapped[datetime] = _now()
 
 

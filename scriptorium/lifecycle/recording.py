@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from scriptorium.db.models import Document, Event, Page, UsageEntry
 from scriptorium.lifecycle.claims import PageClaim, held_under
 from scriptorium.lifecycle.documents import finish_document_if_done
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY
 from scriptorium.quotas import charge_usage
 from scriptorium.states import PageState
 from scriptorium.unit_of_work import UnitOfWork
@@ -68,6 +69,7 @@ class PageOutcome:
     state: PageState  # DONE or FAILED
     attempts: Sequence[AttemptRecord]
     model_revision: str
+    model: str = DEFAULT_MODEL_FAMILY.value  # the family that read the page
     mode: str | None = None
     grid: list[int] | None = None
     markdown: str | None = None
@@ -161,6 +163,7 @@ def _write_page(session: Session, claim: PageClaim, outcome: PageOutcome) -> dic
             under_read=outcome.under_read,
             compression_ratio=outcome.compression_ratio,
             model_revision=outcome.model_revision,
+            model=outcome.model,
             error_code=outcome.error_code,
             error_message=outcome.error_message,
             ocr_attempts=Page.ocr_attempts.op("||")(cast(literal(_json_list(outcome.attempts)), JSONB)),
@@ -195,6 +198,7 @@ def _write_page(session: Session, claim: PageClaim, outcome: PageOutcome) -> dic
                     "engine_seconds": attempt.engine_seconds,
                     "escalation": attempt.escalation,
                     "model_revision": outcome.model_revision,
+                    "model": outcome.model,
                 }
                 for attempt in outcome.attempts
             ],

@@ -98,6 +98,7 @@ def page_outcome(
     mode: str = "base",
     markdown: str = "text",
     revision: str = "rev",
+    model: str = "deepseek-ocr",
 ) -> PageOutcome:
     """A read page (or, with ``fail``, one the engine could not read) as an OCR task records it."""
     runs = attempts or (attempt(mode=mode),)
@@ -106,6 +107,7 @@ def page_outcome(
             state=PageState.FAILED,
             attempts=runs,
             model_revision=revision,
+            model=model,
             error_code="engine_error",
             error_message="the test engine could not read it",
         )
@@ -113,6 +115,7 @@ def page_outcome(
         state=PageState.DONE,
         attempts=runs,
         model_revision=revision,
+        model=model,
         mode=runs[-1].mode,
         markdown=markdown,
         blocks=[],

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY
 from scriptorium.modes import Mode, token_geometry
 from scriptorium.settings import Settings
 from worker.engine.base import Block, Engine, PageFailed, PageInput, PageResult, TokenCounts
@@ -53,6 +54,10 @@ class DeterministicEngine:
     @property
     def revision(self) -> str:
         return "deterministic-test-engine"
+
+    @property
+    def model(self) -> str:
+        return (self._settings.family or DEFAULT_MODEL_FAMILY).value
 
     def warmup(self) -> None:
         self.run([PageInput(page_no=0, image=Image.new("RGB", (64, 64), "white"), mode=Mode.TINY)])

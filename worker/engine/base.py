@@ -77,6 +77,7 @@ class PageResult:
     figures: tuple[Figure, ...] = field(default=())
     engine_seconds: float = 0.0
     model_revision: str = ""
+    model: str = ""  # the model family (scriptorium.model_families.ModelFamily value)
 
 
 @runtime_checkable
@@ -86,6 +87,11 @@ class Engine(Protocol):
     @property
     def revision(self) -> str:
         """Identifies the weights and config; recorded with every result."""
+        ...
+
+    @property
+    def model(self) -> str:
+        """The model family served (``deepseek-ocr``, ``unlimited-ocr``); recorded with every result."""
         ...
 
     def warmup(self) -> None:

@@ -2,7 +2,8 @@
 
 Reads files the fleet accepts (PDF, TIFF, PNG, JPEG, WebP ...) with the same intake limits,
 routes pages like the fleet (``auto``: the default routing policy; blank pages are skipped) or
-reads them in one fixed mode, and prints markdown, or one JSON object per file and line.
+reads them in one fixed mode, and prints markdown, or one JSON object per file and line carrying
+the model family detected from the checkpoint and its revision.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def run_ocr(request: OcrRequest, settings: Settings) -> int:
                     pages.note(f"{path}: {outcome}")
                     status = EXIT_PAGE_FAILED
             if request.json_output:
-                print(json.dumps(_file_json(path, outcomes, sizes), ensure_ascii=False), flush=True)
+                print(json.dumps(_file_json(engine, path, outcomes, sizes), ensure_ascii=False), flush=True)
             else:
                 print(
                     PAGE_SPLIT.join(
@@ -171,8 +172,15 @@ def _markdown(outcome: PageResult | SkippedPage) -> str:
     return outcome.markdown if isinstance(outcome, PageResult) else ""
 
 
-def _file_json(path: Path, outcomes: Sequence[Outcome], sizes: dict[int, tuple[int, int]]) -> dict[str, Any]:
-    return {"path": str(path), "pages": [_page_json(outcome, sizes[outcome.page_no]) for outcome in outcomes]}
+def _file_json(
+    engine: DeepSeekOcrEngine, path: Path, outcomes: Sequence[Outcome], sizes: dict[int, tuple[int, int]]
+) -> dict[str, Any]:
+    return {
+        "path": str(path),
+        "model": engine.model,
+        "model_revision": engine.revision,
+        "pages": [_page_json(outcome, sizes[outcome.page_no]) for outcome in outcomes],
+    }
 
 
 def _page_json(outcome: Outcome, size: tuple[int, int]) -> dict[str, Any]:

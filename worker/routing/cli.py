@@ -3,7 +3,13 @@
 Each file goes through the same intake and rasterisation as the fleet; every page is measured
 and routed, nothing is read by the engine. Prints per page the facts, the predicted text tokens,
 the chosen mode and its vision-token cost, then the document's totals against reading every
-page in base and in gundam. With ``json_output``: one object per file and line.
+page in base and in gundam, once per requested model family. With ``json_output``: one object
+per file, family and line.
+
+Per family, routing takes the family's target ratio and text-token prediction. The published
+evidence differs in neither (Unlimited-OCR keeps DeepSeek-OCR's encoder, modes and tokenizer and
+publishes no compression curve of its own; docs/ROUTING.md), so both use DeepSeek-OCR's and
+their forecasts agree today; the family is named in every forecast so that stays visible.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from scriptorium.errors import InputRejected
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY, ModelFamily
 from scriptorium.page_ranges import resolve_page_selection
 from scriptorium.policy import RoutingPolicy
 from scriptorium.progress import GrowingCount, count_progress
@@ -40,6 +47,7 @@ class RouteRequest:
     min_mode: str | None = None
     max_mode: str | None = None
     model: Path | None = None  # count text tokens with this model's tokenizer
+    model_families: Sequence[ModelFamily] = (DEFAULT_MODEL_FAMILY,)
     pages: str | None = None
     password: str | None = None
     json_output: bool = False
@@ -77,10 +85,13 @@ def run_route(request: RouteRequest, settings: Settings) -> int:
             forecast = Forecast.of(
                 (page.decision for page in routed), min_crops=engine.min_crops, max_crops=engine.max_crops
             )
-            if request.json_output:
-                print(json.dumps(_file_json(path, routed, forecast), ensure_ascii=False), flush=True)
-            else:
-                print(_file_text(path, routed, forecast), flush=True)
+            for family in request.model_families:
+                if request.json_output:
+                    print(
+                        json.dumps(_file_json(path, family, routed, forecast), ensure_ascii=False), flush=True
+                    )
+                else:
+                    print(_file_text(path, family, routed, forecast), flush=True)
     return status
 
 
@@ -151,11 +162,18 @@ def _page_json(page: RoutedPage) -> dict[str, Any]:
     }
 
 
-def _file_json(path: Path, routed: list[RoutedPage], forecast: Forecast) -> dict[str, Any]:
-    return {"path": str(path), "pages": [_page_json(page) for page in routed], "totals": forecast.as_dict()}
+def _file_json(
+    path: Path, family: ModelFamily, routed: list[RoutedPage], forecast: Forecast
+) -> dict[str, Any]:
+    return {
+        "path": str(path),
+        "model": family.value,
+        "pages": [_page_json(page) for page in routed],
+        "totals": forecast.as_dict(),
+    }
 
 
-def _file_text(path: Path, routed: list[RoutedPage], forecast: Forecast) -> str:
+def _file_text(path: Path, family: ModelFamily, routed: list[RoutedPage], forecast: Forecast) -> str:
     header = f"{'page':>4}  {'size':>11}  {'source':<10}  {'ink':>6}  {'lines':>5}  {'layer':>6}  "
     header += f"{'tokens':>6}  {'mode':<6}  {'vision':>6}  reason"
     lines = [f"{path}", header]
@@ -170,7 +188,8 @@ def _file_text(path: Path, routed: list[RoutedPage], forecast: Forecast) -> str:
             f"{decision.reason}"
         )
     lines.append(
-        f"total: {forecast.routed:,} vision tokens for {forecast.pages} pages ({forecast.skipped} skipped); "
+        f"total for {family.value}: {forecast.routed:,} vision tokens for {forecast.pages} pages "
+        f"({forecast.skipped} skipped); "
         f"always-base {forecast.always_base:,} ({forecast.share_of(forecast.always_base):.0%}), "
         f"always-gundam {forecast.always_gundam:,} ({forecast.share_of(forecast.always_gundam):.0%})"
     )

@@ -9,6 +9,7 @@ from types import ModuleType
 
 import pytest
 
+from scriptorium.model_families import ModelFamily
 from tests.unit.deploy.deployment import ROOT
 from worker.engine.deepseek.checkpoint import HUB_DOWNLOAD_PATTERNS, CheckpointError, inspect_checkpoint
 
@@ -138,3 +139,30 @@ def test_the_command_line_reads_the_compose_environment(
     assert [call["revision"] for call in hub.calls] == ["v1"]
     assert fetch.main([]) == 0
     assert "nothing to download" in capsys.readouterr().out
+
+
+def test_either_family_is_fetched_from_its_published_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from worker.engine.deepseek.tiny_checkpoint import write_tiny_checkpoint
+
+    unlimited = write_tiny_checkpoint(tmp_path / "hub" / "Unlimited-OCR", family=ModelFamily.UNLIMITED_OCR)
+    target = tmp_path / "models" / "Unlimited-OCR"
+    hub = FakeHub(unlimited)
+    monkeypatch.setattr(fetch, "_snapshot_download", hub)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("MODEL_FAMILY", "unlimited-ocr")
+    assert fetch.main(["--target", str(target)]) == 0
+    assert [call["repo_id"] for call in hub.calls] == ["baidu/Unlimited-OCR"]
+    assert "downloaded baidu/Unlimited-OCR@main" in capsys.readouterr().out
+    assert fetch.main(["--target", str(target), "--family", "deepseek-ocr"]) == 1  # the wrong family is there
+    assert "holds a unlimited-ocr checkpoint, not deepseek-ocr" in capsys.readouterr().err
+
+
+def test_a_download_of_the_wrong_family_is_not_put_in_place(tmp_path: Path, published: Path) -> None:
+    target = tmp_path / "Unlimited-OCR"
+    with pytest.raises(CheckpointError, match="holds a deepseek-ocr checkpoint, not unlimited-ocr"):
+        fetch.fetch_model(
+            target, repo="r/m", revision="main", download=FakeHub(published), family=ModelFamily.UNLIMITED_OCR
+        )
+    assert not target.exists()

@@ -6,17 +6,31 @@ from typing import Any
 
 import pytest
 
+from scriptorium.model_families import ModelFamily
 from scriptorium.settings import EngineSettings
 from worker.engine.deepseek.engine import DeepSeekOcrEngine
 from worker.engine.deepseek.loader import LoadedModel, load_model
 from worker.engine.deepseek.tiny_checkpoint import write_tiny_checkpoint
+from worker.engine.profiles import ModelProfile, profile_of
 
 EngineFactory = Callable[..., DeepSeekOcrEngine]
 
 
+@pytest.fixture(scope="session", params=list(ModelFamily), ids=[family.value for family in ModelFamily])
+def family(request: pytest.FixtureRequest) -> ModelFamily:
+    """Every engine test that uses the tiny model runs once per served model family."""
+    family: ModelFamily = request.param
+    return family
+
+
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-deepseek-ocr"), seed=0)
+def profile(family: ModelFamily) -> ModelProfile:
+    return profile_of(family)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, family: ModelFamily) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp(f"tiny-{family.value}"), seed=0, family=family)
 
 
 @pytest.fixture(scope="session")
@@ -106,4 +120,33 @@ def published_config() -> dict[str, Any]:
                 },
             },
         },
+    }
+
+
+def published_unlimited_config() -> dict[str, Any]:
+    """baidu/Unlimited-OCR's config.json as published: DeepSeek-OCR's form with its own model type,
+    a 32k context and a 128-token attention window (docs/ENGINE.md lists the source)."""
+    config = published_config()
+    window = {"sliding_window_size": 128}
+    language = {
+        **config["language_config"],
+        **window,
+        "architectures": ["DeepseekOCRForCausalLM"],
+        "max_position_embeddings": 32768,
+        "v_head_dim": 128,
+    }
+    return {
+        **config,
+        **window,
+        "_name_or_path": "Unlimited-OCR",
+        "architectures": ["UnlimitedOCRForCausalLM"],
+        "auto_map": {
+            "AutoConfig": "modeling_unlimitedocr.UnlimitedOCRConfig",
+            "AutoModel": "modeling_unlimitedocr.UnlimitedOCRForCausalLM",
+        },
+        "model_type": "unlimited-ocr",
+        "max_position_embeddings": 32768,
+        "v_head_dim": 128,
+        "sliding_window": 128,
+        "language_config": language,
     }

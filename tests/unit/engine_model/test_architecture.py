@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from tests.unit.engine_model.conftest import published_config
+from scriptorium.model_families import ModelFamily
+from tests.unit.engine_model.conftest import published_config, published_unlimited_config
 from worker.engine.deepseek.architecture import (
     DeepSeekOcrArchitecture,
     UnsupportedConfig,
@@ -55,6 +56,28 @@ def test_serving_config_fixes_what_the_defaults_get_wrong() -> None:
         16,
         4096,
     )
+
+
+def test_published_unlimited_ocr_config_is_the_same_network_with_its_window() -> None:
+    architecture = DeepSeekOcrArchitecture.from_config(published_unlimited_config())
+
+    assert architecture.family is ModelFamily.UNLIMITED_OCR
+    assert architecture.decoder.max_position_embeddings == 32768
+    assert (architecture.sam, architecture.clip) == (
+        DeepSeekOcrArchitecture().sam,
+        DeepSeekOcrArchitecture().clip,
+    )
+    text: Any = architecture.serving_config(max_context=32768).text_config
+    assert text.layer_types == ["reference_sliding_attention"] * 12
+    assert text.sliding_window == 128
+    assert text.max_position_embeddings == 32768
+    assert len(original_tensor_shapes(architecture)) == RELEASED_TENSORS  # DeepSeek-OCR's tensor names
+
+
+def test_the_written_config_is_read_back_as_the_same_family() -> None:
+    for family in ModelFamily:
+        architecture = DeepSeekOcrArchitecture(family=family)
+        assert DeepSeekOcrArchitecture.from_config(architecture.to_config()) == architecture
 
 
 def test_a_longer_context_widens_the_attention_window() -> None:

@@ -9,6 +9,7 @@ import torch
 from scriptorium.modes import MODE_ORDER, Mode
 from tests.unit.engine_model.conftest import EngineFactory
 from worker.engine.base import PageInput, PageResult, PromptTask
+from worker.engine.deepseek import engine as engine_module
 from worker.engine.deepseek.engine import synthetic_page
 from worker.engine.deepseek.generation import GenerationRequest, RepetitionGuard, build_inputs, generate_batch
 from worker.engine.deepseek.loader import LoadedModel
@@ -102,3 +103,59 @@ def test_image_features_fill_the_placeholders_in_order(tiny_model: LoadedModel) 
         assert len(newline_rows) == tile_rows + 16
         assert torch.equal(sequence[-1], separator)
         assert len(sequence) == geometry.placeholders
+
+
+def test_a_batch_equals_pages_alone_past_the_attention_window(tiny_model: LoadedModel) -> None:
+    profile = tiny_model.profile
+    new_tokens = (profile.attention_window or 64) + 24
+    guard = RepetitionGuard(
+        ngram_size=profile.repetition.ngram_size,
+        window_size=profile.repetition.window,
+        whitelist=profile.repetition.whitelist,
+    )
+    tokenizer = tiny_model.tokenizer
+    images = [prepare_image(synthetic_page(*size), Mode.TINY) for size in PAGE_SIZES]
+    requests = [
+        GenerationRequest(
+            tokenizer.prompt_ids(PromptTask.MARKDOWN, image.geometry.placeholders), image, new_tokens
+        )
+        for image in images
+    ]  # one prompt length, as the engine batches reference-window pages
+
+    def run(batch: list[GenerationRequest]) -> list[Any]:
+        return generate_batch(
+            tiny_model.model, batch, guard=guard, device=tiny_model.device, dtype=tiny_model.dtype
+        )
+
+    together = run(requests)
+    assert together == [run([request])[0] for request in requests]
+    assert max(len(sequence.token_ids) for sequence in together) == new_tokens
+
+
+def test_the_engine_batches_reference_window_pages_only_without_padding(
+    tiny_model: LoadedModel, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    window = tiny_model.profile.attention_window
+    if window is not None:
+        past_window = [
+            replace(request, max_new_tokens=window + 1) for request in requests_for(tiny_model, Mode.GUNDAM)
+        ]
+        with pytest.raises(ValueError, match="different lengths"):
+            generate_batch(
+                tiny_model.model, past_window, guard=GUARD, device=tiny_model.device, dtype=tiny_model.dtype
+            )
+    sizes = (PAGE_SIZES[0], PAGE_SIZES[0], PAGE_SIZES[1])  # two prompt lengths
+    pages = [
+        PageInput(page_no=number, image=synthetic_page(*size), mode=Mode.GUNDAM)
+        for number, size in enumerate(sizes, start=1)
+    ]
+    calls: list[int] = []
+    original = engine_module.generate_batch
+
+    def counting(model: Any, batch: list[GenerationRequest], **kwargs: Any) -> Any:
+        calls.append(len(batch))
+        return original(model, batch, **kwargs)
+
+    monkeypatch.setattr(engine_module, "generate_batch", counting)
+    make_engine(max_new_tokens=4, max_batch_pages=8).run(pages)
+    assert sorted(calls) == ([1, 2] if window is not None else [3])

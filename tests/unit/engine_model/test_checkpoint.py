@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from scriptorium.model_families import ModelFamily
 from scriptorium.settings import EngineSettings
 from worker.engine.deepseek.checkpoint import (
     CONFIG_FILE,
@@ -19,9 +20,10 @@ from worker.engine.deepseek.checkpoint import (
     tensor_names,
 )
 from worker.engine.deepseek.layout import original_tensor_shapes
-from worker.engine.deepseek.loader import LoadedModel, load_model
+from worker.engine.deepseek.loader import LoadedModel, load_model, read_architecture, resolve_attention
 from worker.engine.deepseek.revision import checkpoint_revision
-from worker.engine.deepseek.tiny_checkpoint import TINY_ARCHITECTURE, write_tiny_checkpoint
+from worker.engine.deepseek.tiny_checkpoint import tiny_architecture, write_tiny_checkpoint
+from worker.engine.profiles import ModelProfile
 
 
 def copy_checkpoint(source: Path, target: Path) -> Path:
@@ -33,16 +35,19 @@ def load(directory: Path) -> LoadedModel:
     return load_model(EngineSettings(model_path=str(directory), device="cpu"))
 
 
-def test_tiny_checkpoint_has_the_published_layout(tiny_checkpoint: Path) -> None:
+def test_tiny_checkpoint_has_the_published_layout(tiny_checkpoint: Path, profile: ModelProfile) -> None:
     files = sorted(path.name for path in tiny_checkpoint.iterdir())
     assert {CONFIG_FILE, TOKENIZER_FILE, "tokenizer_config.json", WEIGHTS_FILE, WEIGHTS_INDEX_FILE} <= set(
         files
     )
     config = json.loads((tiny_checkpoint / CONFIG_FILE).read_text())
-    assert config["model_type"] == "deepseek_vl_v2"
+    assert config["model_type"] in profile.config_model_types
+    assert set(config["architectures"]) <= profile.config_architectures
+    assert config["language_config"]["max_position_embeddings"] == profile.context_length
+    assert config.get("sliding_window") == profile.attention_window
     assert {"language_config", "vision_config", "projector_config"} <= set(config)
     names = tensor_names(tiny_checkpoint / WEIGHTS_FILE)
-    assert names == set(original_tensor_shapes(TINY_ARCHITECTURE))
+    assert names == set(original_tensor_shapes(tiny_architecture(profile.family)))
     for original in (
         "model.sam_model.blocks.1.attn.rel_pos_h",
         "model.sam_model.net_3.weight",
@@ -78,29 +83,37 @@ def test_tiny_checkpoint_loads_every_tensor_bit_for_bit(
     assert not torch.equal(state["lm_head.weight"], state["model.language_model.embed_tokens.weight"])
 
 
-def test_the_loaded_model_serves_the_adapted_config(tiny_model: LoadedModel) -> None:
+def test_the_loaded_model_serves_the_adapted_config(tiny_model: LoadedModel, profile: ModelProfile) -> None:
     text = tiny_model.model.config.text_config
-    assert text.sliding_window >= 8192
-    assert set(text.layer_types) == {"full_attention"}
+    assert tiny_model.profile is profile
+    if profile.attention_window is None:
+        assert text.sliding_window >= 8192
+        assert set(text.layer_types) == {"full_attention"}
+    else:
+        assert text.sliding_window == profile.attention_window
+        assert set(text.layer_types) == {"reference_sliding_attention"}
+    assert tiny_model.max_context == profile.context_length
     assert (tiny_model.dtype, tiny_model.device.type, tiny_model.attention) == (torch.float32, "cpu", "sdpa")
 
 
 def test_revision_is_stable_and_tracks_content(
-    tmp_path: Path, tiny_checkpoint: Path, tiny_model: LoadedModel
+    tmp_path: Path, tiny_checkpoint: Path, tiny_model: LoadedModel, profile: ModelProfile
 ) -> None:
-    again = write_tiny_checkpoint(tmp_path / "again", seed=0)
-    other_seed = write_tiny_checkpoint(tmp_path / "other", seed=1)
+    again = write_tiny_checkpoint(tmp_path / "again", seed=0, family=profile.family)
+    other_seed = write_tiny_checkpoint(tmp_path / "other", seed=1, family=profile.family)
     files = inspect_checkpoint(tiny_checkpoint)
+    prefix = profile.revision_prefix
 
-    assert tiny_model.revision == checkpoint_revision(files)
-    assert checkpoint_revision(inspect_checkpoint(again)) == tiny_model.revision
+    assert tiny_model.revision.startswith(prefix)
+    assert tiny_model.revision == checkpoint_revision(files, prefix=prefix)
+    assert checkpoint_revision(inspect_checkpoint(again), prefix=prefix) == tiny_model.revision
     assert (
-        checkpoint_revision(inspect_checkpoint(other_seed)) != tiny_model.revision
+        checkpoint_revision(inspect_checkpoint(other_seed), prefix=prefix) != tiny_model.revision
     )  # same shapes, other values
     config = json.loads((again / CONFIG_FILE).read_text())
     config["rope_theta"] = 20000.0
     (again / CONFIG_FILE).write_text(json.dumps(config))
-    assert checkpoint_revision(inspect_checkpoint(again)) != tiny_model.revision
+    assert checkpoint_revision(inspect_checkpoint(again), prefix=prefix) != tiny_model.revision
 
 
 def test_a_copy_without_the_index_file_loads(
@@ -162,3 +175,62 @@ def test_a_tokenizer_with_other_special_ids_is_refused(tmp_path: Path, tiny_chec
     (copy / TOKENIZER_FILE).write_text(json.dumps(tokenizer))
     with pytest.raises(CheckpointError, match="<image>"):
         load(copy)
+
+
+def test_the_family_is_detected_from_the_checkpoint(tiny_checkpoint: Path, profile: ModelProfile) -> None:
+    assert read_architecture(inspect_checkpoint(tiny_checkpoint)).family is profile.family
+
+
+def test_an_engine_set_to_another_family_refuses_the_checkpoint(
+    tiny_checkpoint: Path, profile: ModelProfile
+) -> None:
+    other = next(family for family in ModelFamily if family is not profile.family)
+    with pytest.raises(CheckpointError, match=f"is a {profile.family} checkpoint.*set to serve {other}"):
+        load_model(EngineSettings(model_path=str(tiny_checkpoint), device="cpu", family=other))
+
+
+@pytest.mark.parametrize(
+    ("model_type", "architectures"),
+    [
+        ("deepseek_vl_v2", ["DeepseekVLV2ForCausalLM"]),  # DeepSeek-VL2: same model type, another model
+        ("unlimited_ocr", None),  # a transformers-native re-save, not the published layout
+        ("deepseek_ocr2", ["DeepseekOCR2ForCausalLM"]),
+    ],
+)
+def test_a_checkpoint_of_no_served_family_is_refused_by_name(
+    tmp_path: Path, tiny_checkpoint: Path, model_type: str, architectures: list[str] | None
+) -> None:
+    copy = copy_checkpoint(tiny_checkpoint, tmp_path / "unknown")
+    config = json.loads((copy / CONFIG_FILE).read_text())
+    config["model_type"] = model_type
+    config.pop("architectures")
+    if architectures is not None:
+        config["architectures"] = architectures
+    (copy / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=f"model_type '{model_type}'") as refused:
+        load(copy)
+    assert "deepseek-ocr" in str(refused.value) and "unlimited-ocr" in str(refused.value)
+
+
+def test_an_unlimited_ocr_config_with_another_window_is_refused(
+    tmp_path: Path, profile: ModelProfile
+) -> None:
+    directory = write_tiny_checkpoint(tmp_path / "window", family=ModelFamily.UNLIMITED_OCR)
+    config = json.loads((directory / CONFIG_FILE).read_text())
+    config["sliding_window"] = 256
+    (directory / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"sliding_window=256.*128-token window"):
+        load(directory)
+
+
+def test_flash_attention_2_is_refused_for_reference_sliding_window_attention(
+    tiny_checkpoint: Path, profile: ModelProfile
+) -> None:
+    settings = EngineSettings(model_path=str(tiny_checkpoint), device="cpu", attention="flash_attention_2")
+    if profile.reference_sliding_window:
+        with pytest.raises(ValueError, match="cannot compute reference sliding-window attention"):
+            load_model(settings)
+    else:
+        assert (
+            resolve_attention("flash_attention_2", torch.device("cpu"), torch.float32) == "flash_attention_2"
+        )

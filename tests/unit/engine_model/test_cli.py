@@ -8,9 +8,11 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from scriptorium.cli import cli
+from scriptorium.model_families import ModelFamily
 from scriptorium.modes import Mode
 from worker.engine.deepseek.checkpoint import inspect_checkpoint
 from worker.engine.deepseek.engine import synthetic_page
+from worker.engine.deepseek.loader import read_architecture
 
 
 def scriptorium(*arguments: str) -> Result:
@@ -32,10 +34,20 @@ def test_tiny_checkpoint_command_writes_a_loadable_checkpoint(tmp_path: Path) ->
     result = scriptorium("dev", "tiny-checkpoint", str(tmp_path / "tiny"), "--seed", "3")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(tmp_path / "tiny")
-    inspect_checkpoint(tmp_path / "tiny")
+    assert read_architecture(inspect_checkpoint(tmp_path / "tiny")).family is ModelFamily.DEEPSEEK_OCR
 
 
-def test_ocr_prints_one_json_object_per_file(tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_tiny_checkpoint_command_writes_the_requested_family(tmp_path: Path) -> None:
+    result = scriptorium("dev", "tiny-checkpoint", str(tmp_path / "tiny"), "--family", "unlimited-ocr")
+    assert result.exit_code == 0, result.output
+    assert read_architecture(inspect_checkpoint(tmp_path / "tiny")).family is ModelFamily.UNLIMITED_OCR
+    refused = scriptorium("dev", "tiny-checkpoint", str(tmp_path / "other"), "--family", "deepseek-ocr-2")
+    assert refused.exit_code == 2
+
+
+def test_ocr_prints_one_json_object_per_file(
+    tmp_path: Path, tiny_checkpoint: Path, family: ModelFamily
+) -> None:
     image = tmp_path / "page.png"
     synthetic_page(1191, 1684).save(image)
     result = scriptorium(
@@ -47,6 +59,9 @@ def test_ocr_prints_one_json_object_per_file(tmp_path: Path, tiny_checkpoint: Pa
     assert len(lines) == 2
     document = json.loads(lines[0])
     assert document["path"] == str(image)
+    assert document["model"] == family.value  # detected from the checkpoint, no flag given
+    assert document["model_revision"].startswith(f"{family.value}-")
+    assert json.loads(lines[1])["model_revision"] == document["model_revision"]
     [page] = document["pages"]
     assert set(page) == {
         "page_no",

@@ -28,6 +28,13 @@ from worker.engine.deepseek.special_tokens import BOS, EOS, PAD
 A4 = (1191, 1684)
 
 
+def prompt_text_tokens(engine_or_model: Any) -> int:
+    """Ids of the markdown prompt around the placeholders (one id per byte in the tiny tokenizer)."""
+    loaded = getattr(engine_or_model, "loaded", engine_or_model)
+    before, after = loaded.profile.prompts[PromptTask.MARKDOWN].split("<image>")
+    return len(loaded.tokenizer.encode_text(before)) + len(loaded.tokenizer.encode_text(after))
+
+
 def page(page_no: int, mode: Mode, size: tuple[int, int] = A4, **kwargs: Any) -> PageInput:
     return PageInput(page_no=page_no, image=synthetic_page(*size), mode=mode, **kwargs)
 
@@ -51,10 +58,11 @@ def test_every_mode_reads_with_the_exact_token_geometry(make_engine: EngineFacto
     assert result.tokens.vision == geometry.vision_features
     assert result.tokens.placeholders == geometry.placeholders
     assert result.tokens.valid == geometry.valid
-    # BOS + placeholders + "\n<|grounding|>Convert the document to markdown." (one id per byte here)
-    assert result.tokens.prompt == 1 + geometry.placeholders + 35
+    # BOS + placeholders + the family's markdown prompt text
+    assert result.tokens.prompt == 1 + geometry.placeholders + prompt_text_tokens(engine)
     assert result.tokens.output == 6
     assert result.model_revision == engine.revision
+    assert result.model == engine.loaded.profile.family.value
     assert result.engine_seconds > 0
     assert result.finished is False
 
@@ -89,8 +97,8 @@ def test_output_is_bounded_by_max_new_tokens(make_engine: EngineFactory) -> None
     assert result.finished is False
 
 
-def test_output_is_bounded_by_the_context(make_engine: EngineFactory) -> None:
-    prompt = 1 + 73 + 35
+def test_output_is_bounded_by_the_context(make_engine: EngineFactory, tiny_model: LoadedModel) -> None:
+    prompt = 1 + 73 + prompt_text_tokens(tiny_model)
     [result] = make_engine(max_context=prompt + 4).run([page(1, Mode.TINY)])
     assert result.tokens.output == 4
     assert result.tokens.prompt + result.tokens.output == prompt + 4
@@ -222,3 +230,20 @@ def test_a_meaningless_guard_setting_is_refused_at_start(
 def test_the_guard_can_be_turned_off(make_engine: EngineFactory) -> None:
     [result] = make_engine(max_new_tokens=60, ngram_size=0).run([page(1, Mode.TINY)])
     assert result.tokens.output == 60
+
+
+def test_unset_settings_take_the_family_profile(make_engine: EngineFactory, tiny_model: LoadedModel) -> None:
+    profile = tiny_model.profile
+    engine = make_engine()
+    assert engine.max_context == profile.context_length
+    assert (engine.guard.ngram_size, engine.guard.window_size, engine.guard.whitelist) == (
+        profile.repetition.ngram_size,
+        profile.repetition.window,
+        profile.repetition.whitelist,
+    )
+    overridden = make_engine(ngram_size=7, ngram_window=21, ngram_whitelist=[5])
+    assert (overridden.guard.ngram_size, overridden.guard.window_size, overridden.guard.whitelist) == (
+        7,
+        21,
+        (5,),
+    )

@@ -118,3 +118,25 @@ def test_progress_goes_to_a_terminal_stderr_and_stdout_stays_clean(
     assert "4/4" in text.stderr  # the page bar, finished
     assert parsed.stderr == ""  # no bar where the output is parsed
     assert [entry["path"] for entry in _json_lines(parsed.stdout)] == [str(cardinal)]
+
+
+def test_each_model_family_gets_its_own_forecast(corpus: Path) -> None:
+    cardinal = corpus / "bad-input" / "odd" / "cardinal.pdf"
+
+    default = _json_lines(route(cardinal, "--json").stdout)
+    both = route(cardinal, "--model-family", "deepseek-ocr", "--model-family", "unlimited-ocr", "--json")
+
+    assert [entry["model"] for entry in default] == ["deepseek-ocr"]
+    assert both.exit_code == 0
+    forecasts = _json_lines(both.stdout)
+    assert [(entry["path"], entry["model"]) for entry in forecasts] == [
+        (str(cardinal), "deepseek-ocr"),
+        (str(cardinal), "unlimited-ocr"),
+    ]
+    # Same encoder, modes and tokenizer, and no compression evidence of Unlimited-OCR's own
+    # (docs/ROUTING.md): the two forecasts agree page for page.
+    assert forecasts[0]["pages"] == forecasts[1]["pages"]
+    assert forecasts[0]["totals"] == forecasts[1]["totals"]
+    assert route(cardinal, "--model-family", "deepseek-ocr-2").exit_code == 2
+    text = route(cardinal, "--model-family", "unlimited-ocr").stdout
+    assert text.splitlines()[-1].startswith("total for unlimited-ocr: ")

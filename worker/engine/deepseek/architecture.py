@@ -1,12 +1,14 @@
-"""The DeepSeek-OCR architecture as its published ``config.json`` describes it, and the serving config.
+"""The DeepSeek-OCR architecture as a published ``config.json`` describes it, and the serving config.
 
-The released checkpoint's config (``model_type: deepseek_vl_v2``) names the vision widths under
-``vision_config.width`` and the decoder under ``language_config``. transformers 5.23 serves the
-same network as ``unlimited_ocr``; :meth:`DeepSeekOcrArchitecture.serving_config` translates one
-into the other and applies the settings the translation would otherwise get wrong (attention
-window, layer types), and :meth:`DeepSeekOcrArchitecture.from_config` refuses configs that ask for
-anything ``unlimited_ocr`` cannot compute (MLA attention, renormalised or sigmoid routing, RoPE
-scaling) instead of serving them silently with different maths.
+Both served families publish the same config form (DeepSeek-OCR: ``model_type deepseek_vl_v2``;
+Unlimited-OCR: ``model_type unlimited-ocr`` plus its attention window): vision widths under
+``vision_config.width``, the decoder under ``language_config``. transformers 5.23 serves the
+network as ``unlimited_ocr``; :meth:`DeepSeekOcrArchitecture.serving_config` translates one into
+the other and sets the decoder's attention from the family's profile (full attention for
+DeepSeek-OCR, whose translation would otherwise silently get a 128-token window; the published
+reference window for Unlimited-OCR). :meth:`DeepSeekOcrArchitecture.from_config` identifies the
+family and refuses configs that ask for anything ``unlimited_ocr`` cannot compute (MLA attention,
+renormalised or sigmoid routing, RoPE scaling) instead of serving them with different maths.
 """
 
 from __future__ import annotations
@@ -15,17 +17,21 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from scriptorium.model_families import ModelFamily
 from scriptorium.modes import PATCH_SIZE
 from worker.engine.deepseek.special_tokens import BOS, EOS, IMAGE
+from worker.engine.profiles import ModelProfile, UnknownCheckpoint, identify_checkpoint, profile_of
 
 if TYPE_CHECKING:
     from transformers import UnlimitedOcrConfig
 
-DEEPSEEK_MODEL_TYPES = frozenset({"deepseek_vl_v2", "DeepseekOCR"})
 SAM_KEY = "sam_vit_b"
 CLIP_KEY = "clip-l-14-224"
 SAM_IMAGE_SIZE = 1024  # SAM's absolute position table covers a 1024 px view (64 x 64 patches)
-MIN_ATTENTION_WINDOW = 8192  # the context the model was trained with
+MIN_ATTENTION_WINDOW = 8192  # DeepSeek-OCR's training context: its window must cover at least this
+FULL_ATTENTION = "full_attention"
+REFERENCE_SLIDING_ATTENTION = "reference_sliding_attention"
+_WINDOW_KEYS = ("sliding_window", "sliding_window_size")
 
 
 class UnsupportedConfig(ValueError):
@@ -83,6 +89,11 @@ class DeepSeekOcrArchitecture:
     sam: SamArchitecture = SamArchitecture()
     clip: ClipArchitecture = ClipArchitecture()
     decoder: DecoderArchitecture = DecoderArchitecture()
+    family: ModelFamily = ModelFamily.DEEPSEEK_OCR
+
+    @property
+    def profile(self) -> ModelProfile:
+        return profile_of(self.family)
 
     @property
     def projector_input_dim(self) -> int:
@@ -90,23 +101,23 @@ class DeepSeekOcrArchitecture:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DeepSeekOcrArchitecture:
-        """Read a config.json in the published DeepSeek-OCR form."""
-        model_type = config.get("model_type")
-        if model_type not in DEEPSEEK_MODEL_TYPES:
-            raise UnsupportedConfig(
-                f"config.json has model_type {model_type!r}; expected the DeepSeek-OCR checkpoint "
-                f"({' or '.join(sorted(DEEPSEEK_MODEL_TYPES))})"
-            )
+        """Read a config.json in the published form of DeepSeek-OCR or Unlimited-OCR."""
+        try:
+            profile = identify_checkpoint(config)
+        except UnknownCheckpoint as error:
+            raise UnsupportedConfig(str(error)) from error
         language = _section(config, "language_config")
         decoder = _decoder_from(language, config)
+        _check_attention_window(config, language, profile)
         sam, clip = _vision_from(_section(config, "vision_config"))
-        architecture = cls(sam=sam, clip=clip, decoder=decoder)
+        architecture = cls(sam=sam, clip=clip, decoder=decoder, family=profile.family)
         _check_projector(_section(config, "projector_config"), architecture)
         return architecture
 
     def to_config(self) -> dict[str, Any]:
-        """A config.json in the published DeepSeek-OCR form describing this architecture."""
+        """A config.json in the published form of this architecture's family."""
         decoder = self.decoder
+        window = self.profile.attention_window
         language = {
             "architectures": ["DeepseekV2ForCausalLM"],
             "bos_token_id": BOS.id,
@@ -136,12 +147,17 @@ class DeepSeekOcrArchitecture:
             "v_head_dim": 0,
             "vocab_size": decoder.vocab_size,
         }
+        if window is not None:
+            language.update(
+                architectures=["DeepseekOCRForCausalLM"],
+                v_head_dim=decoder.hidden_size // decoder.num_attention_heads,
+            )
+            language["sliding_window_size"] = window
         top_level_decoder = {key: value for key, value in language.items() if key not in ("architectures",)}
         sam, clip = self.sam, self.clip
         return {
             **top_level_decoder,
-            "architectures": ["DeepseekOCRForCausalLM"],
-            "model_type": "deepseek_vl_v2",
+            **_family_header(self.family, window),
             "attention_bias": False,
             "candidate_resolutions": [[1024, 1024]],
             "global_view_pos": "head",
@@ -194,22 +210,28 @@ class DeepSeekOcrArchitecture:
     def serving_config(self, *, max_context: int) -> UnlimitedOcrConfig:
         """The transformers ``unlimited_ocr`` config that computes exactly this network.
 
-        Every decoder layer is declared full attention and the reference-sliding window is set
-        to at least the context: the class default of 128 silently changes the attention after
-        128 generated tokens.
+        DeepSeek-OCR: every decoder layer is declared full attention and the reference-sliding
+        window is set to at least the context, because the class default of 128 silently changes
+        the attention after 128 generated tokens. Unlimited-OCR: every layer is reference
+        sliding-window attention with the family's published window.
         """
         from transformers import UnlimitedOcrConfig
 
         decoder = self.decoder
         layers = decoder.num_hidden_layers
+        window = self.profile.attention_window
+        if window is None:
+            layer_type, sliding_window = FULL_ATTENTION, max(MIN_ATTENTION_WINDOW, max_context)
+        else:
+            layer_type, sliding_window = REFERENCE_SLIDING_ATTENTION, window
         text_config = {
             **{key: value for key, value in asdict(decoder).items() if key not in _NOT_TEXT_CONFIG_KEYS},
             "rope_parameters": {"rope_type": "default", "rope_theta": decoder.rope_theta},
             "mlp_layer_types": [
                 "dense" if index < decoder.first_k_dense_replace else "sparse" for index in range(layers)
             ],
-            "layer_types": ["full_attention"] * layers,
-            "sliding_window": max(MIN_ATTENTION_WINDOW, max_context),
+            "layer_types": [layer_type] * layers,
+            "sliding_window": sliding_window,
             "attention_bias": False,
             "mlp_bias": False,
             "bos_token_id": BOS.id,
@@ -247,6 +269,42 @@ class DeepSeekOcrArchitecture:
 
 
 _NOT_TEXT_CONFIG_KEYS = frozenset({"rope_theta", "first_k_dense_replace"})
+
+
+def _family_header(family: ModelFamily, window: int | None) -> dict[str, Any]:
+    if family is ModelFamily.UNLIMITED_OCR:
+        return {
+            "architectures": ["UnlimitedOCRForCausalLM"],
+            "auto_map": {
+                "AutoConfig": "modeling_unlimitedocr.UnlimitedOCRConfig",
+                "AutoModel": "modeling_unlimitedocr.UnlimitedOCRForCausalLM",
+            },
+            "model_type": "unlimited-ocr",
+            "sliding_window": window,
+            "sliding_window_size": window,
+        }
+    return {"architectures": ["DeepseekOCRForCausalLM"], "model_type": "deepseek_vl_v2"}
+
+
+def _check_attention_window(
+    config: Mapping[str, Any], language: Mapping[str, Any], profile: ModelProfile
+) -> None:
+    """A checkpoint declaring another attention window than its family publishes is not that model."""
+    declared = {
+        f"{where}{key}": value
+        for where, section in (("", config), ("language_config.", language))
+        for key in _WINDOW_KEYS
+        if (value := section.get(key)) is not None
+    }
+    if profile.attention_window is None:
+        return  # DeepSeek-OCR declares no window; it is served with full attention
+    wrong = {key: value for key, value in declared.items() if value != profile.attention_window}
+    if wrong:
+        details = ", ".join(f"{key}={value!r}" for key, value in wrong.items())
+        raise UnsupportedConfig(
+            f"config.json declares {details}; {profile.title} as published attends to a "
+            f"{profile.attention_window}-token window of generated tokens"
+        )
 
 
 def _section(config: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -1,4 +1,4 @@
-"""Finding and checking a DeepSeek-OCR checkpoint on disk (or fetching it by hub id)."""
+"""Finding and checking a DeepSeek-OCR or Unlimited-OCR checkpoint on disk (or fetching it by hub id)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from typing import Any
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
-WEIGHTS_FILE = "model-00001-of-000001.safetensors"
+WEIGHTS_FILE = "model-00001-of-000001.safetensors"  # as deepseek-ai/DeepSeek-OCR names it
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 HUB_DOWNLOAD_PATTERNS = ("*.json", "*.safetensors")
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 class CheckpointError(Exception):
-    """The model directory cannot be served: files missing, unreadable or not DeepSeek-OCR."""
+    """The model directory cannot be served: files missing, unreadable or not a served family."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,9 @@ def inspect_checkpoint(root: Path) -> CheckpointFiles:
             missing.append(WEIGHTS_FILE)
     if missing:
         raise CheckpointError(
-            f"{root} is not a complete DeepSeek-OCR checkpoint: missing {', '.join(missing)} "
-            f"(expected {CONFIG_FILE}, {TOKENIZER_FILE} and {WEIGHTS_FILE} "
-            "as published in deepseek-ai/DeepSeek-OCR)"
+            f"{root} is not a complete checkpoint: missing {', '.join(missing)} "
+            f"(expected {CONFIG_FILE}, {TOKENIZER_FILE} and safetensors weights "
+            "as published in deepseek-ai/DeepSeek-OCR or baidu/Unlimited-OCR)"
         )
     for weight in weights:
         check_safetensors(weight)

@@ -1,4 +1,7 @@
-"""The DeepSeek-OCR engine: one resident model reading batches of pages.
+"""The DeepSeek-OCR engine: one resident model (DeepSeek-OCR or Unlimited-OCR) reading batches of pages.
+
+What differs between the two families (attention, context, prompts, guard defaults) comes from
+the loaded checkpoint's profile; settings left unset take the profile's values.
 
 For each page: reference preprocessing for its mode, the prompt ids of its task, greedy decoding
 bounded by the context, then parsing into markdown, layout blocks and figure crops. Token counts
@@ -42,6 +45,7 @@ from worker.engine.deepseek.loader import LoadedModel, load_model
 from worker.engine.deepseek.postprocess import looks_repetitive, parse_output, strip_special_tokens
 from worker.engine.deepseek.preprocess import PreparedImage, prepare_image
 from worker.engine.deepseek.special_tokens import BOS, EOS, IMAGE
+from worker.engine.profiles import ModelProfile
 
 log = structlog.get_logger(__name__)
 
@@ -67,21 +71,34 @@ class _Generated:
 
 
 class DeepSeekOcrEngine:
-    """Implements :class:`worker.engine.base.Engine` with DeepSeek-OCR through transformers."""
+    """Implements :class:`worker.engine.base.Engine` with a DeepSeek-OCR-family model through transformers."""
 
     def __init__(self, settings: EngineSettings, *, loaded: LoadedModel | None = None) -> None:
         self._settings = settings
         self._loaded = loaded if loaded is not None else load_model(settings)
-        self._guard = RepetitionGuard(
-            ngram_size=settings.ngram_size,
-            window_size=settings.ngram_window,
-            whitelist=tuple(settings.ngram_whitelist),
-        )
+        profile = self._loaded.profile
+        if settings.family is not None and settings.family is not profile.family:
+            raise ValueError(f"the loaded model is {profile.family}, the settings ask for {settings.family}")
+        self._guard = repetition_guard(settings, profile)
+        self._max_context = settings.max_context or self._loaded.max_context
+        self._max_new_tokens = settings.max_new_tokens or profile.default_max_new_tokens
         self._check_prompt_assembly()
 
     @property
     def revision(self) -> str:
         return self._loaded.revision
+
+    @property
+    def model(self) -> str:
+        return self._loaded.profile.family.value
+
+    @property
+    def guard(self) -> RepetitionGuard:
+        return self._guard
+
+    @property
+    def max_context(self) -> int:
+        return self._max_context
 
     @property
     def loaded(self) -> LoadedModel:
@@ -129,7 +146,9 @@ class DeepSeekOcrEngine:
                 outcomes[position] = PageFailed(page.page_no, f"cannot prepare the page: {error}")
         candidates = [
             BatchCandidate(
-                group=item.page.mode, prompt_tokens=len(item.prompt_ids), new_tokens=item.max_new_tokens
+                group=self._batch_group(item),
+                prompt_tokens=len(item.prompt_ids),
+                new_tokens=self._loaded.profile.cached_new_tokens(item.max_new_tokens),
             )
             for item in prepared
         ]
@@ -146,6 +165,17 @@ class DeepSeekOcrEngine:
             raise RuntimeError("the engine lost track of a page")  # every page is prepared or failed above
         return finished
 
+    def _batch_group(self, item: _PreparedPage) -> tuple[Mode, int]:
+        """Pages that may share a call: one mode; with a reference window also one prompt length.
+
+        transformers 5.23 looks a reference-window layer's padding mask up at the window's offset,
+        so once a call has generated more than the window a left-padded row starts to see its
+        padding. Pages of one prompt length need no padding (``generate_batch`` refuses the rest).
+        """
+        if self._loaded.profile.reference_sliding_window:
+            return item.page.mode, len(item.prompt_ids)
+        return item.page.mode, 0
+
     def _prepare(self, position: int, page: PageInput, new_token_cap: int | None) -> _PreparedPage:
         started = time.perf_counter()
         image = prepare_image(
@@ -159,13 +189,13 @@ class DeepSeekOcrEngine:
             raise ValueError(
                 f"the prompt does not carry the page's {image.geometry.placeholders} image placeholders"
             )
-        room = self._settings.max_context - len(prompt_ids)
+        room = self._max_context - len(prompt_ids)
         if room <= 0:
             raise ValueError(
                 f"a prompt of {len(prompt_ids)} tokens leaves no room "
-                f"in the {self._settings.max_context}-token context"
+                f"in the {self._max_context}-token context"
             )
-        caps = [room, self._settings.max_new_tokens or room, new_token_cap or room]
+        caps = [room, self._max_new_tokens or room, new_token_cap or room]
         return _PreparedPage(
             position=position,
             page=page,
@@ -241,6 +271,7 @@ class DeepSeekOcrEngine:
             figures=parsed.figures,
             engine_seconds=item.seconds + generated.seconds + (time.perf_counter() - started),
             model_revision=self.revision,
+            model=self.model,
         )
 
     def _check_prompt_assembly(self) -> None:
@@ -257,6 +288,16 @@ class DeepSeekOcrEngine:
                 f"prompt assembly is broken: first id {first} (want {BOS.id}), "
                 f"{placeholders} image placeholders (want {image.geometry.placeholders})"
             )
+
+
+def repetition_guard(settings: EngineSettings, profile: ModelProfile) -> RepetitionGuard:
+    """The no-repeat guard: each setting left unset takes the family's published value."""
+    defaults = profile.repetition
+    return RepetitionGuard(
+        ngram_size=defaults.ngram_size if settings.ngram_size is None else settings.ngram_size,
+        window_size=defaults.window if settings.ngram_window is None else settings.ngram_window,
+        whitelist=tuple(defaults.whitelist if settings.ngram_whitelist is None else settings.ngram_whitelist),
+    )
 
 
 def synthetic_page(width: int, height: int) -> Image.Image:

@@ -133,6 +133,13 @@ def generate_batch(
 
     if any(request.max_new_tokens <= 0 for request in requests):
         raise ValueError("every request needs room for at least one new token")
+    window = reference_window(model)
+    padded = len({len(request.prompt_ids) for request in requests}) > 1
+    if window is not None and padded and max(request.max_new_tokens for request in requests) > window:
+        raise ValueError(
+            f"reference sliding-window attention cannot batch prompts of different lengths past its "
+            f"{window}-token window (transformers misplaces the padding mask once the window slides)"
+        )
     inputs = build_inputs(requests, device=device, dtype=dtype)
     prompt_width = inputs.input_ids.shape[1]
     limits = [request.max_new_tokens for request in requests]
@@ -171,6 +178,15 @@ def generate_batch(
         _cut(row, limit, guard_intervened=bool(flag))
         for row, limit, flag in zip(generated, limits, intervened, strict=True)
     ]
+
+
+def reference_window(model: Any) -> int | None:
+    """The reference sliding window the model's decoder attends with, None for full attention."""
+    text_config: Any = getattr(model.config, "text_config", None)
+    if "reference_sliding_attention" not in (getattr(text_config, "layer_types", None) or ()):
+        return None
+    window: int = text_config.sliding_window
+    return window
 
 
 def _cut(row: list[int], limit: int, *, guard_intervened: bool) -> GeneratedSequence:

@@ -1,7 +1,8 @@
-"""Loading DeepSeek-OCR weights into transformers' native ``unlimited_ocr`` model.
+"""Loading DeepSeek-OCR or Unlimited-OCR weights into transformers' native ``unlimited_ocr`` model.
 
-The checkpoint is read as published: DeepSeek-OCR's config.json is translated into the serving
-config (see :mod:`worker.engine.deepseek.architecture`), the original tensor names are mapped by
+The checkpoint is read as published: its config.json identifies the family (a checkpoint of
+neither is refused) and is translated into the serving config with the family's attention (see
+:mod:`worker.engine.deepseek.architecture`), the original tensor names are mapped by
 transformers' ``unlimited_ocr`` conversion, and anything missing or left over is an error rather
 than silently random weights.
 """
@@ -34,6 +35,7 @@ from worker.engine.deepseek.layout import UNUSED_CLIP_PATCH_EMBEDDING
 from worker.engine.deepseek.prompts import PromptTokenizer
 from worker.engine.deepseek.revision import checkpoint_revision
 from worker.engine.deepseek.special_tokens import BOS, EOS, PAD
+from worker.engine.profiles import ModelProfile
 
 DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
@@ -58,6 +60,11 @@ class LoadedModel:
     attention: str
     revision: str
     load_seconds: float
+    max_context: int  # prompt + output per page, as served
+
+    @property
+    def profile(self) -> ModelProfile:
+        return self.architecture.profile
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -87,11 +94,23 @@ def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
     return DTYPES[requested]
 
 
-def resolve_attention(requested: str, device: torch.device, dtype: torch.dtype) -> str:
-    """The decoder's attention kernel; the vision tower always uses SDPA (it needs an additive bias)."""
+def resolve_attention(
+    requested: str, device: torch.device, dtype: torch.dtype, *, reference_window: bool = False
+) -> str:
+    """The decoder's attention kernel; the vision tower always uses SDPA (it needs an additive bias).
+
+    Reference sliding-window attention needs its own mask (prompt plus a window of generated
+    tokens), which transformers' flash-attention 2 path cannot take, so it runs on SDPA or eager.
+    """
+    if reference_window and requested == "flash_attention_2":
+        raise ValueError(
+            "engine attention flash_attention_2 cannot compute reference sliding-window attention "
+            "(Unlimited-OCR); use auto, sdpa or eager"
+        )
     if requested == "auto":
         flash_usable = (
-            device.type == "cuda"
+            not reference_window
+            and device.type == "cuda"
             and dtype in (torch.bfloat16, torch.float16)
             and importlib.util.find_spec("flash_attn") is not None
         )
@@ -110,16 +129,22 @@ def load_model(settings: EngineSettings) -> LoadedModel:
 
     started = time.perf_counter()
     files = inspect_checkpoint(resolve_model_path(settings.model_path))
-    try:
-        architecture = DeepSeekOcrArchitecture.from_config(files.read_config())
-    except UnsupportedConfig as error:
-        raise CheckpointError(f"{files.config}: {error}") from error
-    tokenizer = PromptTokenizer.from_file(files.tokenizer)
+    architecture = read_architecture(files)
+    profile = architecture.profile
+    if settings.family is not None and settings.family is not profile.family:
+        raise CheckpointError(
+            f"{files.root} is a {profile.family} checkpoint ({profile.title}), "
+            f"but this engine is set to serve {settings.family}"
+        )
+    tokenizer = PromptTokenizer.from_file(files.tokenizer, profile.prompts)
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
-    attention = resolve_attention(settings.attention, device, dtype)
+    attention = resolve_attention(
+        settings.attention, device, dtype, reference_window=profile.reference_sliding_window
+    )
+    max_context = settings.max_context or profile.context_length
     model = load_weights(
-        files, architecture, device=device, dtype=dtype, attention=attention, max_context=settings.max_context
+        files, architecture, device=device, dtype=dtype, attention=attention, max_context=max_context
     )
     return LoadedModel(
         model=model,
@@ -128,9 +153,18 @@ def load_model(settings: EngineSettings) -> LoadedModel:
         device=device,
         dtype=dtype,
         attention=attention,
-        revision=checkpoint_revision(files),
+        revision=checkpoint_revision(files, prefix=profile.revision_prefix),
         load_seconds=time.perf_counter() - started,
+        max_context=max_context,
     )
+
+
+def read_architecture(files: CheckpointFiles) -> DeepSeekOcrArchitecture:
+    """The checkpoint's architecture and family from its config.json; a clear error if neither is known."""
+    try:
+        return DeepSeekOcrArchitecture.from_config(files.read_config())
+    except UnsupportedConfig as error:
+        raise CheckpointError(f"{files.config}: {error}") from error
 
 
 def load_weights(

@@ -1,38 +1,34 @@
 """Prompts and prompt token ids, assembled exactly as the official DeepSeek-OCR processor does.
 
 The reference builds ``BOS + ids(text before <image>) + N x <image> + ids(text after)``, each
-text piece encoded without special tokens, with no chat template. Doing the same here makes the
-ids independent of whatever post-processor (BOS template or none) the tokenizer file carries.
+text piece encoded without special tokens, with no chat template (Unlimited-OCR's processors do
+the same). Doing the same here makes the ids independent of whatever post-processor (BOS
+template or none) the tokenizer file carries. Prompt texts come from the family's profile.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
 from worker.engine.base import PromptTask
 from worker.engine.deepseek.checkpoint import CheckpointError
-from worker.engine.deepseek.special_tokens import (
-    BOS,
-    IMAGE,
-    REF_CLOSE,
-    REF_OPEN,
-    REQUIRED_SPECIAL_TOKENS,
-)
+from worker.engine.deepseek.special_tokens import BOS, IMAGE, REQUIRED_SPECIAL_TOKENS
+from worker.engine.profiles import DEEPSEEK_OCR
 
 IMAGE_SLOT = IMAGE.text
-PROMPTS: dict[PromptTask, str] = {
-    PromptTask.MARKDOWN: f"{IMAGE_SLOT}\n<|grounding|>Convert the document to markdown.",
-    PromptTask.FREE_OCR: f"{IMAGE_SLOT}\nFree OCR.",
-    PromptTask.FIGURE: f"{IMAGE_SLOT}\nParse the figure.",
-    PromptTask.LOCATE: f"{IMAGE_SLOT}\nLocate {REF_OPEN.text}{{query}}{REF_CLOSE.text} in the image.",
-}
+PROMPTS: Mapping[PromptTask, str] = DEEPSEEK_OCR.prompts
 
 
-def prompt_text(task: PromptTask, query: str | None = None) -> str:
+def prompt_text(
+    task: PromptTask, query: str | None = None, *, prompts: Mapping[PromptTask, str] = PROMPTS
+) -> str:
     """The prompt for ``task``; ``query`` is the phrase to find and is required for LOCATE only."""
-    template = PROMPTS[task]
+    template = prompts[task]
+    if template.count(IMAGE_SLOT) != 1:
+        raise ValueError(f"the {task} prompt must hold {IMAGE_SLOT} exactly once")
     if task is not PromptTask.LOCATE:
         return template
     if query is None or not query.strip():
@@ -45,17 +41,22 @@ def prompt_text(task: PromptTask, query: str | None = None) -> str:
 class PromptTokenizer:
     """Turns prompts into the model's input ids and generated ids back into text."""
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer, prompts: Mapping[PromptTask, str] = PROMPTS) -> None:
         self._tokenizer = tokenizer
+        self._prompts = prompts
         self._check_special_tokens()
 
     @classmethod
-    def from_file(cls, path: Path) -> PromptTokenizer:
+    def from_file(cls, path: Path, prompts: Mapping[PromptTask, str] = PROMPTS) -> PromptTokenizer:
         try:
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as error:
             raise CheckpointError(f"{path} is not a readable tokenizer: {error}") from error
-        return cls(tokenizer)
+        return cls(tokenizer, prompts)
+
+    @property
+    def prompts(self) -> Mapping[PromptTask, str]:
+        return self._prompts
 
     def encode_text(self, text: str) -> list[int]:
         ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False).ids
@@ -63,7 +64,7 @@ class PromptTokenizer:
 
     def prompt_ids(self, task: PromptTask, placeholders: int, query: str | None = None) -> list[int]:
         """BOS, the text before the image, ``placeholders`` image ids, then the text after it."""
-        before, after = prompt_text(task, query).split(IMAGE_SLOT)
+        before, after = prompt_text(task, query, prompts=self._prompts).split(IMAGE_SLOT)
         return [BOS.id, *self.encode_text(before), *([IMAGE.id] * placeholders), *self.encode_text(after)]
 
     def decode(self, ids: list[int]) -> str:
@@ -80,5 +81,5 @@ class PromptTokenizer:
         if wrong:
             details = ", ".join(f"{text} -> {found}" for text, found in wrong.items())
             raise CheckpointError(
-                f"the tokenizer is not DeepSeek-OCR's: special tokens at unexpected ids ({details})"
+                f"the tokenizer is not DeepSeek-OCR's family's: special tokens at unexpected ids ({details})"
             )

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from worker.engine.deepseek.checkpoint import CheckpointError, CheckpointFiles, read_safetensors_header
 
-REVISION_PREFIX = "deepseek-ocr-"
 SAMPLED_BLOCKS = 64
 BLOCK_BYTES = 64 * 1024
 
 
-def checkpoint_revision(files: CheckpointFiles) -> str:
+def checkpoint_revision(files: CheckpointFiles, *, prefix: str) -> str:
+    """``prefix`` (the family, e.g. ``unlimited-ocr-``) and 16 hex digits of the digest."""
     digest = hashlib.sha256()
     for label, path in (("config", files.config), ("tokenizer", files.tokenizer)):
         try:
@@ -34,7 +34,7 @@ def checkpoint_revision(files: CheckpointFiles) -> str:
         _add_field(digest, read_safetensors_header(path))
         for block in _sampled_blocks(path):
             _add_field(digest, block)
-    return REVISION_PREFIX + digest.hexdigest()[:16]
+    return prefix + digest.hexdigest()[:16]
 
 
 def _sampled_blocks(path: Path) -> list[bytes]:

@@ -1,10 +1,12 @@
-"""Random-weight DeepSeek-OCR checkpoints in the published on-disk layout.
+"""Random-weight DeepSeek-OCR and Unlimited-OCR checkpoints in their published on-disk layout.
 
 :func:`write_tiny_checkpoint` writes a checkpoint small enough to load and generate in seconds on
-CPU, for tests and CI: a DeepSeek-form config.json with tiny widths, one safetensors file with
-the original tensor names, and a byte-level tokenizer with the real special-token ids. The
-vision geometry stays real (16 px patches, SAM's 1024 px position table, CLIP's 16 x 16 table,
-16x compression), so every mode yields the real token counts.
+CPU, for tests and CI: the family's config.json form with tiny widths (for Unlimited-OCR with
+its model type, 32k context and 128-token attention window), one safetensors file with the
+original tensor names (both families publish DeepSeek-OCR's names), and a byte-level tokenizer
+with the real special-token ids. The vision geometry stays real (16 px patches, SAM's 1024 px
+position table, CLIP's 16 x 16 table, 16x compression), so every mode yields the real token
+counts.
 
 Weights are drawn per tensor from a seed derived from the tensor's name, so the same tensor has
 the same values whatever else the checkpoint holds (the parity fixtures rely on this).
@@ -15,11 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY, ModelFamily
 from worker.engine.deepseek.architecture import (
     ClipArchitecture,
     DecoderArchitecture,
@@ -30,6 +34,7 @@ from worker.engine.deepseek.checkpoint import CONFIG_FILE, WEIGHTS_FILE, WEIGHTS
 from worker.engine.deepseek.layout import Shape, original_tensor_shapes
 from worker.engine.deepseek.special_tokens import BOS, IMAGE, PAD, REQUIRED_SPECIAL_TOKENS
 from worker.engine.deepseek.tiny_tokenizer import byte_token_ids, write_tiny_tokenizer
+from worker.engine.profiles import profile_of
 
 TINY_ARCHITECTURE = DeepSeekOcrArchitecture(
     sam=SamArchitecture(
@@ -55,6 +60,14 @@ TINY_ARCHITECTURE = DeepSeekOcrArchitecture(
     ),
 )
 LM_HEAD = "lm_head.weight"
+
+
+def tiny_architecture(family: ModelFamily = DEFAULT_MODEL_FAMILY) -> DeepSeekOcrArchitecture:
+    """The tiny widths with ``family``'s context length and attention."""
+    decoder = replace(TINY_ARCHITECTURE.decoder, max_position_embeddings=profile_of(family).context_length)
+    return replace(TINY_ARCHITECTURE, decoder=decoder, family=family)
+
+
 NEVER_GENERATED = (BOS, PAD, IMAGE)
 _NORM_MARKERS = ("norm", "layrnorm", "neck.1.", "neck.3.")
 
@@ -101,22 +114,27 @@ def write_checkpoint(
         "weight_map": dict.fromkeys(sorted(weights), WEIGHTS_FILE),
     }
     (directory / WEIGHTS_INDEX_FILE).write_text(json.dumps(index, indent=2), encoding="utf-8")
-    write_tiny_tokenizer(directory)
+    write_tiny_tokenizer(directory, model_max_length=architecture.profile.context_length)
     return directory
 
 
-def write_tiny_checkpoint(directory: Path, *, seed: int = 0) -> Path:
-    """A tiny random checkpoint whose greedy output decodes to text with the tiny tokenizer.
+def write_tiny_checkpoint(
+    directory: Path, *, seed: int = 0, family: ModelFamily = DEFAULT_MODEL_FAMILY
+) -> Path:
+    """A tiny random checkpoint of ``family`` whose greedy output decodes to text with the tiny tokenizer.
 
     Output-head rows of ids the tiny tokenizer cannot spell are zero, so the random model picks
-    byte tokens, EOS and the grounding tokens rather than ids that decode to nothing.
+    byte tokens, EOS and the grounding tokens rather than ids that decode to nothing. The
+    weights depend on the seed only, so both families' tiny checkpoints of one seed hold the
+    same tensors and differ in config (attention) alone.
     """
-    weights = random_weights(TINY_ARCHITECTURE, seed=seed)
-    decodable = torch.zeros(TINY_ARCHITECTURE.decoder.vocab_size, dtype=torch.bool)
+    architecture = tiny_architecture(family)
+    weights = random_weights(architecture, seed=seed)
+    decodable = torch.zeros(architecture.decoder.vocab_size, dtype=torch.bool)
     decodable[list(byte_token_ids())] = True
     decodable[[token.id for token in REQUIRED_SPECIAL_TOKENS if token not in NEVER_GENERATED]] = True
     weights[LM_HEAD] = weights[LM_HEAD] * decodable[:, None]
-    return write_checkpoint(directory, TINY_ARCHITECTURE, weights)
+    return write_checkpoint(directory, architecture, weights)
 
 
 def _tensor_seed(name: str, seed: int) -> int:

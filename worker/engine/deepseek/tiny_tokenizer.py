@@ -38,7 +38,7 @@ def build_tiny_tokenizer() -> Tokenizer:
     return tokenizer
 
 
-def write_tiny_tokenizer(directory: Path) -> None:
+def write_tiny_tokenizer(directory: Path, *, model_max_length: int = 8192) -> None:
     build_tiny_tokenizer().save(str(directory / TOKENIZER_FILE))
     added_tokens = {
         str(token.id): {
@@ -59,7 +59,7 @@ def write_tiny_tokenizer(directory: Path) -> None:
         "clean_up_tokenization_spaces": False,
         "eos_token": EOS.text,
         "legacy": True,
-        "model_max_length": 8192,
+        "model_max_length": model_max_length,
         "pad_token": PAD.text,
         "tokenizer_class": "LlamaTokenizerFast",
         "unk_token": None,
