@@ -28,7 +28,7 @@ def test_env_example_values_are_the_defaults_and_parse() -> None:
     settings = Settings(_env_file=ROOT / ".env.example")  # type: ignore[call-arg]
     assert settings.prepare.dpi == 144
     assert settings.engine.max_new_tokens is None
-    assert settings.engine.ngram_whitelist == [128821, 128822]
+    assert settings.engine.ngram_whitelist is None  # empty: the served model profile's guard applies
 
 
 def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
