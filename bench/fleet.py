@@ -149,6 +149,10 @@ def main() -> None:
             **service_env(db_url, redis_url, s3, "scriptorium-bench"),
             "SCRIPTORIUM_LOG__LEVEL": "WARNING",
             "SCRIPTORIUM_LIMITS__DISPATCH_DEPTH": "64",
+            # Production timings: the tests' short ones re-send every message older than 6 s.
+            "SCRIPTORIUM_LIMITS__LOST_MESSAGE_AFTER_S": "300",
+            "SCRIPTORIUM_LIMITS__LEASE_S": "60",
+            "SCRIPTORIUM_LIMITS__SWEEP_INTERVAL_S": "15",
             "SCRIPTORIUM_LIMITS__PAGE_SOFT_TIME_LIMIT_S": "500",
             "SCRIPTORIUM_LIMITS__PAGE_HARD_TIME_LIMIT_S": "600",
             "SCRIPTORIUM_REDIS__VISIBILITY_TIMEOUT_S": "3600",
