@@ -13,9 +13,8 @@ from scriptorium.db.migrate import upgrade
 from scriptorium.db.session import make_engine, make_session_factory
 from scriptorium.settings import Settings
 from scriptorium.storage import ObjectStore
+from tests.support.corpus import CHECKOUT, require_corpus
 from tests.support.services import S3Server, postgres_database, redis_database, seaweedfs
-
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -24,9 +23,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
-    if not CORPUS.exists():
-        pytest.skip(f"the shared corpus is not at {CORPUS}")
-    return CORPUS
+    return require_corpus()
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +72,7 @@ def service_env(database_url: str, redis_url: str, s3: S3Server, bucket: str) ->
 def env(database_url: str, redis_url: str, s3_server: S3Server) -> dict[str, str]:
     values = service_env(database_url, redis_url, s3_server, "scriptorium-test")
     base = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTORIUM_")}
-    return {**base, **values, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return {**base, **values, "PYTHONPATH": str(CHECKOUT)}
 
 
 @pytest.fixture(scope="session")

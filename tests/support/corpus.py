@@ -1,0 +1,42 @@
+"""Where the shared document corpus is, and what a test does when it is not there.
+
+The corpus is never copied into the repository: it lies beside the checkout, as
+``<checkout>/../shared/corpus``. On a developer's machine without it the tests that read it are
+skipped; under CI (``CI`` set to a true value, as ``CI=true bash .ci/run``) it must be there, so a
+missing corpus fails those tests and names the path that was looked at.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+CORPUS = CHECKOUT.parent / "shared" / "corpus"
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def running_in_ci(environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``CI`` is set to a true value (``1``, ``true``, ``yes``, ``on``, any case)."""
+    value = (os.environ if environ is None else environ).get("CI", "")
+    return value.strip().lower() in _TRUE
+
+
+def corpus_path(*parts: str) -> Path:
+    """A path inside the corpus, for defaults of benches and scripts; nothing is checked."""
+    return CORPUS.joinpath(*parts)
+
+
+def require_corpus(*parts: str, root: Path = CORPUS, environ: Mapping[str, str] | None = None) -> Path:
+    """The corpus folder ``root/parts…`` for a test: skips the test when it is missing, fails it under CI."""
+    folder = root.joinpath(*parts)
+    if folder.is_dir():
+        return folder
+    message = f"the shared corpus is not at {folder} (it belongs beside the checkout, as ../shared/corpus)"
+    if running_in_ci(environ):
+        pytest.fail(f"{message}; CI runs every corpus test, so it must be there", pytrace=False)
+    pytest.skip(message)
