@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.migrate import upgrade
@@ -15,6 +16,7 @@ from scriptorium.settings import Settings
 from scriptorium.storage import ObjectStore
 from tests.support.corpus import CHECKOUT, require_corpus
 from tests.support.services import S3Server, postgres_database, redis_database, seaweedfs
+from tests.support.transactions import rolled_back_connection, savepoint_sessions
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -99,7 +101,34 @@ def store(settings: Settings) -> ObjectStore:
 
 
 @pytest.fixture(scope="session")
-def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+def db_engine(settings: Settings) -> Iterator[Engine]:
     engine = make_engine(settings.db)
-    yield make_session_factory(engine)
+    yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(db_engine: Engine) -> sessionmaker[Session]:
+    """Sessions that commit into the session's database; for tests with worker processes or races."""
+    return make_session_factory(db_engine)
+
+
+@pytest.fixture
+def db_connection(db_engine: Engine) -> Iterator[Connection]:
+    """The test's connection, inside a transaction rolled back when the test ends."""
+    with rolled_back_connection(db_engine) as connection:
+        yield connection
+
+
+@pytest.fixture
+def db_sessions(db_connection: Connection) -> sessionmaker[Session]:
+    """Like ``sessions``, but every session joins the test's rolled-back transaction (commits are
+    savepoints), so nothing the test writes outlives it (tests/support/transactions.py)."""
+    return savepoint_sessions(db_connection)
+
+
+@pytest.fixture
+def db_session(db_sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """One session in the test's rolled-back transaction."""
+    with db_sessions() as session:
+        yield session
