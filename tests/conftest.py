@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.migrate import upgrade
 from scriptorium.db.session import make_engine, make_session_factory
-from scriptorium.settings import Settings
+from scriptorium.settings import DatabaseSettings, Settings
 from scriptorium.storage import ObjectStore
 from tests.support.corpus import CHECKOUT, require_corpus
 from tests.support.services import S3Server, postgres_database, redis_database, seaweedfs
@@ -101,8 +101,9 @@ def store(settings: Settings) -> ObjectStore:
 
 
 @pytest.fixture(scope="session")
-def db_engine(settings: Settings) -> Iterator[Engine]:
-    engine = make_engine(settings.db)
+def db_engine(database_url: str) -> Iterator[Engine]:
+    """The session's database alone: tests that need nothing else start no S3 server."""
+    engine = make_engine(DatabaseSettings(url=database_url))
     yield engine
     engine.dispose()
 
