@@ -12,7 +12,7 @@ echo "== ruff"
 echo "== mypy"
 "$PY" -m mypy
 echo "== layering (lint-imports)"
-"$PY" -c "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())" --no-cache
+"$PY" -c "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())" --no-cache --no-logo
 echo "== migrations"
 "$PY" -m scripts.check_migrations
 echo "== pytest"
