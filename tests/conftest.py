@@ -14,9 +14,11 @@ from scriptorium.db.migrate import upgrade
 from scriptorium.db.session import make_engine, make_session_factory
 from scriptorium.settings import DatabaseSettings, Settings
 from scriptorium.storage import ObjectStore
+from scriptorium.unit_of_work import UnitOfWorkFactory
 from tests.support.corpus import CHECKOUT, require_corpus
 from tests.support.services import S3Server, postgres_database, redis_database, seaweedfs
 from tests.support.transactions import rolled_back_connection, savepoint_sessions
+from tests.support.units import RecordingSink
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -133,3 +135,10 @@ def db_session(db_sessions: sessionmaker[Session]) -> Iterator[Session]:
     """One session in the test's rolled-back transaction."""
     with db_sessions() as session:
         yield session
+
+
+@pytest.fixture
+def db_units(db_sessions: sessionmaker[Session]) -> UnitOfWorkFactory:
+    """Units of work in the test's rolled-back transaction: ``commit()`` ends a savepoint and hands
+    the messages to a ``RecordingSink`` (``db_units.sink.published``) instead of a broker."""
+    return UnitOfWorkFactory(db_sessions, RecordingSink())

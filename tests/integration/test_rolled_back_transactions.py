@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Document, Tenant
+from scriptorium.unit_of_work import UnitOfWorkFactory
 from tests.support import builders
 from tests.support.transactions import rolled_back_connection, savepoint_sessions
 
@@ -57,3 +58,17 @@ def test_one_session_sees_the_test_s_earlier_writes(
     with db_sessions.begin() as session:
         tenant_id = builders.tenant(session).tenant.id
     assert db_session.get(Tenant, tenant_id) is not None
+
+
+def test_units_of_work_commit_savepoints_and_record_what_they_publish(
+    db_units: UnitOfWorkFactory, sessions: sessionmaker[Session]
+) -> None:
+    with db_units.committing() as uow:
+        owner = builders.tenant(uow.session).tenant
+        document_id = builders.document_with_pages(uow.session, owner, pages=1).id
+        uow.outbox.assemble(document_id)
+    assert [message.kwargs["document_id"] for message in db_units.sink.published] == [str(document_id)]  # type: ignore[attr-defined]
+    with db_units() as uow:
+        assert uow.session.get(Document, document_id) is not None
+    with sessions() as elsewhere:
+        assert elsewhere.get(Document, document_id) is None
