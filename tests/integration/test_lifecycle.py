@@ -1,7 +1,8 @@
 """The guarded transitions of pages and documents, against real Postgres.
 
 Each test runs in one transaction rolled back at its end (``db_sessions``), except the race of
-concurrent last pages, which needs real concurrent transactions."""
+concurrent last pages, which needs real concurrent transactions, and the head-of-line batch, which
+needs distinct creation times."""
 
 from __future__ import annotations
 
@@ -154,13 +155,16 @@ def test_escalation_attempts_are_each_accounted(
         )
 
 
-def test_a_prefetched_batch_is_one_mode_under_one_lease(db_sessions: sessionmaker[Session]) -> None:
-    with db_sessions.begin() as session:
+# Commits (`sessions`): the order of creation times matters, and inside one rolled-back
+# transaction now() gives every row the same time.
+def test_a_prefetched_batch_is_one_mode_under_one_lease(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
         session.execute(update(Page).where(Page.state == "queued").values(state="cancelled"))
         owner = builders.tenant(session).tenant
         tiny_doc = builders.document_with_pages(session, owner, pages=4, mode="tinyx").id
+    with sessions.begin() as session:  # a later transaction: the small document is the younger one
         builders.document_with_pages(session, owner, pages=4, mode="smallx")
-    with db_sessions.begin() as session:
+    with sessions.begin() as session:
         batch = claim_next_batch(session, batch_size=3, window_batches=4, owner="w", lease_s=60)
     assert len(batch) == 3
     assert {c.document_id for c in batch} == {tiny_doc}  # the head of the line decides the mode
