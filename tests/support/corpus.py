@@ -8,22 +8,13 @@ missing corpus fails those tests and names the path that was looked at.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import pytest
+from tests.support.ci import missing_prerequisite
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 CORPUS = CHECKOUT.parent / "shared" / "corpus"
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-
-
-def running_in_ci(environ: Mapping[str, str] | None = None) -> bool:
-    """True when ``CI`` is set to a true value (``1``, ``true``, ``yes``, ``on``, any case)."""
-    value = (os.environ if environ is None else environ).get("CI", "")
-    return value.strip().lower() in _TRUE
 
 
 def corpus_path(*parts: str) -> Path:
@@ -36,7 +27,7 @@ def require_corpus(*parts: str, root: Path = CORPUS, environ: Mapping[str, str] 
     folder = root.joinpath(*parts)
     if folder.is_dir():
         return folder
-    message = f"the shared corpus is not at {folder} (it belongs beside the checkout, as ../shared/corpus)"
-    if running_in_ci(environ):
-        pytest.fail(f"{message}; CI runs every corpus test, so it must be there", pytrace=False)
-    pytest.skip(message)
+    missing_prerequisite(
+        f"the shared corpus is not at {folder} (it belongs beside the checkout, as ../shared/corpus)",
+        environ=environ,
+    )

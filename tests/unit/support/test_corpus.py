@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.corpus import CHECKOUT, CORPUS, require_corpus, running_in_ci
+from tests.support.ci import running_in_ci
+from tests.support.corpus import CHECKOUT, CORPUS, require_corpus
 
 
 @pytest.mark.parametrize("value", ["1", "true", "TRUE", "yes", " on "])
