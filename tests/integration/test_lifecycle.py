@@ -263,16 +263,16 @@ def test_terminal_states_are_final(db_sessions: sessionmaker[Session], document_
 
 
 def test_the_model_family_is_recorded_with_the_page_and_every_ledger_row(
-    sessions: sessionmaker[Session], document_id: uuid.UUID
+    db_sessions: sessionmaker[Session], document_id: uuid.UUID
 ) -> None:
-    with unit_of_work(sessions) as uow:
+    with unit_of_work(db_sessions) as uow:
         claim = claim_page(uow.session, document_id, 1, owner="w", lease_s=60)
         assert claim is not None
         outcome = builders.page_outcome(
             _attempt("tiny", 30), _attempt("small", 20, escalation=True), model="unlimited-ocr"
         )
         record_page_outcome(uow, claim, outcome)
-    with sessions() as session:
+    with db_sessions() as session:
         page = session.get(Page, (document_id, 1))
         assert page is not None and page.model == "unlimited-ocr"
         rows = session.execute(
@@ -281,5 +281,5 @@ def test_the_model_family_is_recorded_with_the_page_and_every_ledger_row(
         assert list(rows) == ["unlimited-ocr", "unlimited-ocr"]
         unread = session.get(Page, (document_id, 2))
         assert unread is not None and unread.model is None
-    with pytest.raises(DBAPIError), sessions.begin() as session:  # only the families the fleet knows
+    with pytest.raises(DBAPIError), db_sessions.begin() as session:  # only the families the fleet knows
         session.execute(update(Page).where(Page.document_id == document_id).values(model="deepseek-ocr-2"))
