@@ -41,9 +41,11 @@ from bench.routing_eval import SKIP, evaluate
 from scriptorium.batching import DEFAULT_WINDOW_BATCHES, claim_order, plan_batches, wasted_steps
 from scriptorium.policy import RoutingPolicy
 from scriptorium.states import Lane
-from worker.routing.tokens import TokenizerCounter, token_counter
+from tests.support.corpus import corpus_path
+from worker.engine.tokenizer_counter import TokenizerCounter
+from worker.routing.tokens import token_counter
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pages-labelled"
+CORPUS = corpus_path("pages-labelled")
 BATCH_SIZES = (4, 8, 16)
 TENANT_SHARES = (0.40, 0.25, 0.15, 0.10, 0.06, 0.04)
 INTERACTIVE_SHARE = 0.10

@@ -38,14 +38,14 @@ from scriptorium.storage import ObjectStore
 from tests.conftest import service_env
 from tests.support import builders
 from tests.support.client import ApiClient
+from tests.support.corpus import corpus_path
 from tests.support.deterministic_engine import DeterministicEngine
 from tests.support.fleet import Fleet, running_fleet
 from tests.support.services import postgres_database, redis_database, seaweedfs, wait_for
 from worker.engine.base import PageInput
 from worker.prepare.render import render_pages
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-SAMPLE = CORPUS / "pdf-real" / "normal_4pages.pdf"
+SAMPLE = corpus_path("pdf-real", "normal_4pages.pdf")
 TARGET_MS = 10.0
 TARGET_DUTY = 95.0
 
@@ -63,7 +63,7 @@ def _settings(env: dict[str, str]) -> Settings:
 def rasterise(settings: Settings) -> tuple[float, float]:
     """Pages per second and median ms per page rendering the pdf-real corpus at 144 dpi."""
     timings = []
-    for pdf in sorted((CORPUS / "pdf-real").glob("*.pdf")):
+    for pdf in sorted(corpus_path("pdf-real").glob("*.pdf")):
         started = time.perf_counter()
         for _ in render_pages(pdf, settings.prepare):
             now = time.perf_counter()

@@ -21,10 +21,11 @@ from PIL import Image
 
 from scriptorium.errors import InputRejected
 from scriptorium.settings import PrepareSettings
+from tests.support.corpus import corpus_path
 from worker.prepare.render import render_pages
 from worker.routing.facts import measure_page
 
-DEFAULT_FOLDERS = (Path("/work/shared/corpus/pages-labelled"), Path("/work/shared/corpus/pdf-real"))
+DEFAULT_FOLDERS = (corpus_path("pages-labelled"), corpus_path("pdf-real"))
 DOCUMENT_SUFFIXES = {".pdf", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".webp"}
 TARGET_MS = 20.0
 

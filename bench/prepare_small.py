@@ -43,14 +43,14 @@ from scriptorium.states import DocumentState
 from scriptorium.storage import raw_key
 from tests.conftest import service_env
 from tests.support import builders
+from tests.support.corpus import corpus_path
 from tests.support.services import postgres_database, redis_database, seaweedfs
 from worker.preparation import prepare_document
 from worker.prepare.render import render_pages
 from worker.prepare.sandbox import RenderSandbox
 from worker.runtime import WorkerRuntime
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-SOURCE_PAGE = CORPUS / "pdf-real" / "crazyones.pdf"  # one text page, US Letter
+SOURCE_PAGE = corpus_path("pdf-real", "crazyones.pdf")  # one text page, US Letter
 TARGET_RATIO = 3.0
 BEFORE = "before: a child per document"
 AFTER = "after: warm child"

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scriptorium.settings import PrepareSettings
+from tests.support.corpus import corpus_path
 from worker.prepare.render import inspect_document, render_pages
 from worker.prepare.sandbox import RenderSandbox, SandboxResult, render_document_sandboxed
 from worker.prepare.sandbox_child import PNG_COMPRESS_LEVEL
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pdf-real"
+DEFAULT_CORPUS = corpus_path("pdf-real")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     limits = PrepareSettings(dpi=args.dpi)
     documents = sorted(args.corpus.glob("*.pdf"))
+    if not documents:
+        raise SystemExit(f"no PDFs in {args.corpus}: put the corpus beside the checkout, or pass --corpus")
     selections = {path: _first_pages(path, limits, args.max_pages) for path in documents}
 
     rows = [

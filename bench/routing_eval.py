@@ -30,12 +30,14 @@ from pathlib import Path
 from scriptorium.modes import MODE_ORDER, Mode, token_geometry
 from scriptorium.policy import RoutingPolicy
 from scriptorium.settings import PrepareSettings
+from tests.support.corpus import corpus_path
+from worker.engine.tokenizer_counter import TokenizerCounter
 from worker.prepare.render import render_pages
 from worker.routing.decide import decide
 from worker.routing.facts import measure_page
-from worker.routing.tokens import TokenCounter, TokenizerCounter, token_counter
+from worker.routing.tokens import TokenCounter, token_counter
 
-DEFAULT_CORPUS = Path("/work/shared/corpus/pages-labelled")
+DEFAULT_CORPUS = corpus_path("pages-labelled")
 SKIP = "skip"
 TARGETS = {"under_max": 0.10, "on_target_min": 0.80, "gundam_share_max": 0.40}
 _IMAGE_LINK = re.compile(r"!\[[^\]]*\]\([^)]*\)")

@@ -7,15 +7,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.migrate import upgrade
 from scriptorium.db.session import make_engine, make_session_factory
-from scriptorium.settings import Settings
+from scriptorium.settings import DatabaseSettings, Settings
 from scriptorium.storage import ObjectStore
+from scriptorium.unit_of_work import UnitOfWorkFactory
+from tests.support.corpus import CHECKOUT, require_corpus
 from tests.support.services import S3Server, postgres_database, redis_database, seaweedfs
-
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from tests.support.transactions import rolled_back_connection, savepoint_sessions
+from tests.support.units import RecordingSink
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -24,9 +27,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
-    if not CORPUS.exists():
-        pytest.skip(f"the shared corpus is not at {CORPUS}")
-    return CORPUS
+    return require_corpus()
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +76,7 @@ def service_env(database_url: str, redis_url: str, s3: S3Server, bucket: str) ->
 def env(database_url: str, redis_url: str, s3_server: S3Server) -> dict[str, str]:
     values = service_env(database_url, redis_url, s3_server, "scriptorium-test")
     base = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTORIUM_")}
-    return {**base, **values, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return {**base, **values, "PYTHONPATH": str(CHECKOUT)}
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +103,42 @@ def store(settings: Settings) -> ObjectStore:
 
 
 @pytest.fixture(scope="session")
-def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(settings.db)
-    yield make_session_factory(engine)
+def db_engine(database_url: str) -> Iterator[Engine]:
+    """The session's database alone: tests that need nothing else start no S3 server."""
+    engine = make_engine(DatabaseSettings(url=database_url))
+    yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(db_engine: Engine) -> sessionmaker[Session]:
+    """Sessions that commit into the session's database; for tests with worker processes or races."""
+    return make_session_factory(db_engine)
+
+
+@pytest.fixture
+def db_connection(db_engine: Engine) -> Iterator[Connection]:
+    """The test's connection, inside a transaction rolled back when the test ends."""
+    with rolled_back_connection(db_engine) as connection:
+        yield connection
+
+
+@pytest.fixture
+def db_sessions(db_connection: Connection) -> sessionmaker[Session]:
+    """Like ``sessions``, but every session joins the test's rolled-back transaction (commits are
+    savepoints), so nothing the test writes outlives it (tests/support/transactions.py)."""
+    return savepoint_sessions(db_connection)
+
+
+@pytest.fixture
+def db_session(db_sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """One session in the test's rolled-back transaction."""
+    with db_sessions() as session:
+        yield session
+
+
+@pytest.fixture
+def db_units(db_sessions: sessionmaker[Session]) -> UnitOfWorkFactory:
+    """Units of work in the test's rolled-back transaction: ``commit()`` ends a savepoint and hands
+    the messages to a ``RecordingSink`` (``db_units.sink.published``) instead of a broker."""
+    return UnitOfWorkFactory(db_sessions, RecordingSink())

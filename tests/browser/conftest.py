@@ -17,6 +17,7 @@ from selenium.webdriver.chrome.service import Service
 from scriptorium.storage import ObjectStore
 from tests.integration.webhooks.conftest import webhook_env_vars
 from tests.integration.webhooks.receiver import Receiver, running_receiver
+from tests.support.ci import missing_prerequisite
 from tests.support.fleet import Fleet, running_fleet
 
 # Set to a folder (docs/console to refresh the README's pictures) to keep the screenshots.
@@ -34,7 +35,7 @@ def browser() -> Iterator[webdriver.Chrome]:
     chromium = _binary("chromium", "chromium-browser")
     driver_path = _binary("chromedriver")
     if chromium is None or driver_path is None:
-        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+        missing_prerequisite("needs Debian's chromium and chromium-driver (.ci/run installs them)")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in (

@@ -1,10 +1,14 @@
-"""The guarded transitions of pages and documents, against real Postgres."""
+"""The guarded transitions of pages and documents, against real Postgres.
+
+Each test runs in one transaction rolled back at its end (``db_sessions``), except the race of
+concurrent last pages, which needs real concurrent transactions, and the head-of-line batch, which
+needs distinct creation times."""
 
 from __future__ import annotations
 
 import threading
-import time
 import uuid
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, text, update
@@ -30,53 +34,62 @@ def _done(*attempts: AttemptRecord) -> PageOutcome:
     return builders.page_outcome(*(attempts or (_attempt(),)))
 
 
+def _expire_leases(session: Session, document_id: uuid.UUID) -> None:
+    """Let the document's leases run out; inside the test's one transaction now() does not move."""
+    session.execute(
+        update(Page)
+        .where(Page.document_id == document_id, Page.lease_expires_at.is_not(None))
+        .values(lease_expires_at=func.now() - timedelta(seconds=1))
+    )
+
+
 @pytest.fixture
-def document_id(sessions: sessionmaker[Session]) -> uuid.UUID:
-    with sessions.begin() as session:
+def document_id(db_sessions: sessionmaker[Session]) -> uuid.UUID:
+    with db_sessions.begin() as session:
         owner = builders.tenant(session).tenant
         return builders.document_with_pages(session, owner, pages=3).id
 
 
-def test_a_page_is_claimed_once(sessions: sessionmaker[Session], document_id: uuid.UUID) -> None:
-    with sessions.begin() as session:
+def test_a_page_is_claimed_once(db_sessions: sessionmaker[Session], document_id: uuid.UUID) -> None:
+    with db_sessions.begin() as session:
         first = claim_page(session, document_id, 1, owner="w1", lease_s=60)
-    with sessions.begin() as session:
+    with db_sessions.begin() as session:
         second = claim_page(session, document_id, 1, owner="w2", lease_s=60)
     assert first is not None and first.attempt == 1
     assert second is None
 
 
 def test_an_expired_lease_can_be_taken_over_and_the_stale_write_is_refused(
-    sessions: sessionmaker[Session], document_id: uuid.UUID
+    db_sessions: sessionmaker[Session], document_id: uuid.UUID
 ) -> None:
-    with sessions.begin() as session:
-        stale = claim_page(session, document_id, 1, owner="w1", lease_s=1)
-    time.sleep(1.2)
-    with sessions.begin() as session:
+    with db_sessions.begin() as session:
+        stale = claim_page(session, document_id, 1, owner="w1", lease_s=60)
+        _expire_leases(session, document_id)
+    with db_sessions.begin() as session:
         fresh = claim_page(session, document_id, 1, owner="w2", lease_s=60)
     assert stale is not None and fresh is not None and fresh.attempt == 2
-    with unit_of_work(sessions) as uow:
+    with unit_of_work(db_sessions) as uow:
         assert not record_page_outcome(uow, stale, _done()).written
         assert extend_leases(uow.session, [stale], lease_s=60) == {(document_id, 1)}
-    with unit_of_work(sessions) as uow:
+    with unit_of_work(db_sessions) as uow:
         assert record_page_outcome(uow, fresh, _done()) == Recorded(written=True)
-    with sessions() as session:
+    with db_sessions() as session:
         page = session.get(Page, (document_id, 1))
         assert page is not None and page.state == "done" and page.lease_token is None
 
 
 def test_the_last_page_finishes_the_document_exactly_once_with_totals(
-    sessions: sessionmaker[Session], document_id: uuid.UUID
+    db_sessions: sessionmaker[Session], document_id: uuid.UUID
 ) -> None:
     events = []
     for page_no in (1, 2, 3):
-        with unit_of_work(sessions) as uow:
+        with unit_of_work(db_sessions) as uow:
             claim = claim_page(uow.session, document_id, page_no, owner="w", lease_s=60)
             assert claim is not None
             events.append(record_page_outcome(uow, claim, _done(_attempt(output=10 * page_no))).event)
     assert events[:2] == [None, None]
     assert isinstance(events[2], Event) and events[2].type == "document.completed"
-    with sessions() as session:
+    with db_sessions() as session:
         document = session.get(Document, document_id)
         assert document is not None and document.state == "completed" and document.finished_at is not None
         assert document.output_tokens == 60
@@ -124,13 +137,13 @@ def test_concurrent_last_pages_emit_one_event(sessions: sessionmaker[Session]) -
 
 
 def test_escalation_attempts_are_each_accounted(
-    sessions: sessionmaker[Session], document_id: uuid.UUID
+    db_sessions: sessionmaker[Session], document_id: uuid.UUID
 ) -> None:
-    with unit_of_work(sessions) as uow:
+    with unit_of_work(db_sessions) as uow:
         claim = claim_page(uow.session, document_id, 1, owner="w", lease_s=60)
         assert claim is not None
         record_page_outcome(uow, claim, _done(_attempt("tiny", 300), _attempt("small", 200, escalation=True)))
-    with sessions() as session:
+    with db_sessions() as session:
         page = session.get(Page, (document_id, 1))
         assert page is not None
         assert page.escalations == 1 and page.output_tokens == 500 and len(page.ocr_attempts) == 2
@@ -142,11 +155,14 @@ def test_escalation_attempts_are_each_accounted(
         )
 
 
+# Commits (`sessions`): the order of creation times matters, and inside one rolled-back
+# transaction now() gives every row the same time.
 def test_a_prefetched_batch_is_one_mode_under_one_lease(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
         session.execute(update(Page).where(Page.state == "queued").values(state="cancelled"))
         owner = builders.tenant(session).tenant
         tiny_doc = builders.document_with_pages(session, owner, pages=4, mode="tinyx").id
+    with sessions.begin() as session:  # a later transaction: the small document is the younger one
         builders.document_with_pages(session, owner, pages=4, mode="smallx")
     with sessions.begin() as session:
         batch = claim_next_batch(session, batch_size=3, window_batches=4, owner="w", lease_s=60)
@@ -156,105 +172,107 @@ def test_a_prefetched_batch_is_one_mode_under_one_lease(sessions: sessionmaker[S
 
 
 def test_a_listed_batch_claims_only_what_is_still_claimable(
-    sessions: sessionmaker[Session], document_id: uuid.UUID
+    db_sessions: sessionmaker[Session], document_id: uuid.UUID
 ) -> None:
-    with sessions.begin() as session:
+    with db_sessions.begin() as session:
         assert claim_page(session, document_id, 2, owner="other", lease_s=60) is not None
-    with sessions.begin() as session:
+    with db_sessions.begin() as session:
         batch = claim_pages(
             session, [(document_id, 3), (document_id, 2), (document_id, 1)], owner="w", lease_s=60
         )
     assert [c.page_no for c in batch] == [3, 1]  # in the listed order, page 2 is someone else's
-    with sessions.begin() as session:
+    with db_sessions.begin() as session:
         assert claim_pages(session, [(document_id, 1)], owner="w", lease_s=60) == []  # a duplicate message
 
 
 def test_cancel_stops_queued_pages_and_fences_running_ones(
-    sessions: sessionmaker[Session], document_id: uuid.UUID
+    db_sessions: sessionmaker[Session], document_id: uuid.UUID
 ) -> None:
-    with sessions.begin() as session:
+    with db_sessions.begin() as session:
         running = claim_page(session, document_id, 1, owner="w", lease_s=60)
-    with unit_of_work(sessions) as uow:
+    with unit_of_work(db_sessions) as uow:
         document = lock_document(uow.session, document_id)
         assert document is not None
         event = cancel_document(uow, document)
         assert event is not None and event.type == "document.cancelled"
-    with unit_of_work(sessions) as uow:
+    with unit_of_work(db_sessions) as uow:
         assert claim_page(uow.session, document_id, 2, owner="w", lease_s=60) is None
         assert running is not None and not record_page_outcome(uow, running, _done()).written
-    with sessions() as session:
+    with db_sessions() as session:
         states = session.execute(select(Page.state).where(Page.document_id == document_id)).scalars().all()
         assert set(states) == {"cancelled"}
 
 
-def test_sweeper_requeues_expired_leases_and_kills_exhausted_pages(sessions: sessionmaker[Session]) -> None:
-    with sessions.begin() as session:
+def test_sweeper_requeues_expired_leases_and_kills_exhausted_pages(
+    db_sessions: sessionmaker[Session],
+) -> None:
+    with db_sessions.begin() as session:
         owner = builders.tenant(session).tenant
         document_id = builders.document_with_pages(session, owner, pages=2, max_attempts=1).id
-    with sessions.begin() as session:
-        claim_page(session, document_id, 1, owner="w", lease_s=1)
+    with db_sessions.begin() as session:
+        claim_page(session, document_id, 1, owner="w", lease_s=60)
         session.execute(
             update(Page).where(Page.document_id == document_id, Page.page_no == 2).values(max_attempts=2)
         )
-        claim_page(session, document_id, 2, owner="w", lease_s=1)
-    time.sleep(1.2)
-    with unit_of_work(sessions) as uow:
+        claim_page(session, document_id, 2, owner="w", lease_s=60)
+        _expire_leases(session, document_id)
+    with unit_of_work(db_sessions) as uow:
         report = sweep(uow, lost_after_s=300, prepare_attempts=3)
     assert report.dead >= 1 and report.requeued >= 1
-    with sessions() as session:
+    with db_sessions() as session:
         page1 = session.get(Page, (document_id, 1))
         page2 = session.get(Page, (document_id, 2))
         assert page1 is not None and page1.state == "dead" and page1.error_code == "attempts_exhausted"
         assert page2 is not None and page2.state == "queued" and page2.dispatched_at is None
 
 
-def test_dispatch_keeps_the_broker_shallow(sessions: sessionmaker[Session]) -> None:
-    with sessions.begin() as session:
+def test_dispatch_keeps_the_broker_shallow(db_sessions: sessionmaker[Session]) -> None:
+    with db_sessions.begin() as session:
         session.execute(update(Page).where(Page.state == "queued").values(state="cancelled"))
         owner = builders.tenant(session).tenant
         builders.document_with_pages(session, owner, pages=10, dispatched=False)
     first, second = RecordingSink(), RecordingSink()
-    with unit_of_work(sessions, first) as uow:
+    with unit_of_work(db_sessions, first) as uow:
         dispatch_pages(uow, depth=4, lost_after_s=300)
-    with unit_of_work(sessions, second) as uow:
+    with unit_of_work(db_sessions, second) as uow:
         dispatch_pages(uow, depth=4, lost_after_s=300)
     assert len(first.pages) == 4
     assert second.pages == []
 
 
-def test_the_usage_ledger_is_append_only(sessions: sessionmaker[Session], document_id: uuid.UUID) -> None:
-    with unit_of_work(sessions) as uow:
+def test_the_usage_ledger_is_append_only(db_sessions: sessionmaker[Session], document_id: uuid.UUID) -> None:
+    with unit_of_work(db_sessions) as uow:
         claim = claim_page(uow.session, document_id, 1, owner="w", lease_s=60)
         assert claim is not None
         record_page_outcome(uow, claim, _done())
-    with pytest.raises(DBAPIError, match="append-only"), sessions.begin() as session:
+    with pytest.raises(DBAPIError, match="append-only"), db_sessions.begin() as session:
         session.execute(text("UPDATE usage_ledger SET output_tokens = 0"))
-    with pytest.raises(DBAPIError, match="append-only"), sessions.begin() as session:
+    with pytest.raises(DBAPIError, match="append-only"), db_sessions.begin() as session:
         session.execute(text("DELETE FROM usage_ledger"))
 
 
-def test_terminal_states_are_final(sessions: sessionmaker[Session], document_id: uuid.UUID) -> None:
-    with unit_of_work(sessions) as uow:
+def test_terminal_states_are_final(db_sessions: sessionmaker[Session], document_id: uuid.UUID) -> None:
+    with unit_of_work(db_sessions) as uow:
         document = lock_document(uow.session, document_id)
         assert document is not None
         cancel_document(uow, document)
-    with unit_of_work(sessions) as uow:
+    with unit_of_work(db_sessions) as uow:
         document = lock_document(uow.session, document_id)
         assert document is not None and document.state == DocumentState.CANCELLED
         assert cancel_document(uow, document) is None
 
 
 def test_the_model_family_is_recorded_with_the_page_and_every_ledger_row(
-    sessions: sessionmaker[Session], document_id: uuid.UUID
+    db_sessions: sessionmaker[Session], document_id: uuid.UUID
 ) -> None:
-    with unit_of_work(sessions) as uow:
+    with unit_of_work(db_sessions) as uow:
         claim = claim_page(uow.session, document_id, 1, owner="w", lease_s=60)
         assert claim is not None
         outcome = builders.page_outcome(
             _attempt("tiny", 30), _attempt("small", 20, escalation=True), model="unlimited-ocr"
         )
         record_page_outcome(uow, claim, outcome)
-    with sessions() as session:
+    with db_sessions() as session:
         page = session.get(Page, (document_id, 1))
         assert page is not None and page.model == "unlimited-ocr"
         rows = session.execute(
@@ -263,5 +281,5 @@ def test_the_model_family_is_recorded_with_the_page_and_every_ledger_row(
         assert list(rows) == ["unlimited-ocr", "unlimited-ocr"]
         unread = session.get(Page, (document_id, 2))
         assert unread is not None and unread.model is None
-    with pytest.raises(DBAPIError), sessions.begin() as session:  # only the families the fleet knows
+    with pytest.raises(DBAPIError), db_sessions.begin() as session:  # only the families the fleet knows
         session.execute(update(Page).where(Page.document_id == document_id).values(model="deepseek-ocr-2"))

@@ -113,11 +113,11 @@ class S3Server:
             lambda: client.list_buckets() is not None, timeout=timeout, interval=0.5, what="SeaweedFS S3"
         )
 
-    def stop(self) -> None:
+    def stop(self, *, grace_s: float = 10) -> None:
         """Stop the server (fault tests: an object-store outage); its data stays in ``workdir``."""
         self.process.terminate()
         try:
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
@@ -186,4 +186,6 @@ def seaweedfs(workdir: Path) -> Iterator[S3Server]:
         server.wait_ready()
         yield server
     finally:
-        server.stop()
+        # SeaweedFS takes well over ten seconds to shut down gracefully on SIGTERM or SIGINT; at the
+        # end this server's data is thrown away with its directory, so a short grace is enough.
+        server.stop(grace_s=1)

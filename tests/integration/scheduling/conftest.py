@@ -21,9 +21,16 @@ LOST_AFTER_S = 300
 
 
 @pytest.fixture
-def quiet_queue(sessions: sessionmaker[Session]) -> None:
-    """Dispatch is global: work other tests left behind must not take this test's slots."""
-    with sessions.begin() as session:
+def quiet_queue(request: pytest.FixtureRequest) -> None:
+    """Dispatch is global: work that committing tests left behind must not take this test's slots.
+
+    A test in a rolled-back transaction (``db_sessions``) sets that work aside inside it, so nothing
+    is touched for good. Tests about the order of creation times commit (``sessions``): inside one
+    transaction ``now()`` is its start, so every row would get the same time.
+    """
+    uses = "db_sessions" if "db_sessions" in request.fixturenames else "sessions"
+    factory: sessionmaker[Session] = request.getfixturevalue(uses)
+    with factory.begin() as session:
         session.execute(update(Page).where(Page.state == PageState.QUEUED).values(state=PageState.CANCELLED))
         session.execute(
             update(Document)

@@ -79,17 +79,17 @@ def _ledger_rows(sessions: sessionmaker[Session], document_id: uuid.UUID) -> int
 
 
 def test_an_upload_matching_a_completed_original_is_completed_at_once_and_costs_nothing(
-    sessions: sessionmaker[Session],
+    db_sessions: sessionmaker[Session],
 ) -> None:
-    owner, fingerprint, revision = new_tenant(sessions), _fingerprint(), f"rev-{uuid.uuid4().hex[:8]}"
-    original = _original(sessions, owner, fingerprint, pages=2, state=DocumentState.PROCESSING)
-    _read_document(sessions, original, 2, revision)
-    with sessions.begin() as session:
+    owner, fingerprint, revision = new_tenant(db_sessions), _fingerprint(), f"rev-{uuid.uuid4().hex[:8]}"
+    original = _original(db_sessions, owner, fingerprint, pages=2, state=DocumentState.PROCESSING)
+    _read_document(db_sessions, original, 2, revision)
+    with db_sessions.begin() as session:
         announce_revision(session, revision)
 
-    duplicate = _upload(sessions, owner, fingerprint)
+    duplicate = _upload(db_sessions, owner, fingerprint)
 
-    reused = document(sessions, duplicate)
+    reused = document(db_sessions, duplicate)
     assert reused.state == DocumentState.COMPLETED and reused.duplicate_of == original
     assert (reused.vision_tokens, reused.output_tokens, reused.ocr_attempts, reused.pages_total) == (
         0,
@@ -97,17 +97,17 @@ def test_an_upload_matching_a_completed_original_is_completed_at_once_and_costs_
         0,
         0,
     )
-    assert _events(sessions, duplicate) == ["document.completed"]
-    assert _ledger_rows(sessions, duplicate) == 0 and _ledger_rows(sessions, original) == 2
-    assert_invariants(sessions, [original, duplicate])
+    assert _events(db_sessions, duplicate) == ["document.completed"]
+    assert _ledger_rows(db_sessions, duplicate) == 0 and _ledger_rows(db_sessions, original) == 2
+    assert_invariants(db_sessions, [original, duplicate])
 
 
-def test_results_of_an_older_model_revision_are_not_reused(sessions: sessionmaker[Session]) -> None:
-    owner, fingerprint = new_tenant(sessions), _fingerprint()
+def test_results_of_an_older_model_revision_are_not_reused(db_sessions: sessionmaker[Session]) -> None:
+    owner, fingerprint = new_tenant(db_sessions), _fingerprint()
     old, new = f"rev-old-{uuid.uuid4().hex[:8]}", f"rev-new-{uuid.uuid4().hex[:8]}"
-    original = _original(sessions, owner, fingerprint, pages=1, state=DocumentState.PROCESSING)
-    _read_document(sessions, original, 1, old)
-    with sessions.begin() as session:
+    original = _original(db_sessions, owner, fingerprint, pages=1, state=DocumentState.PROCESSING)
+    _read_document(db_sessions, original, 1, old)
+    with db_sessions.begin() as session:
         announce_revision(session, old)
         assert find_original(session, owner.id, fingerprint) is not None
         announce_revision(session, new)  # a worker with new weights started
@@ -115,39 +115,44 @@ def test_results_of_an_older_model_revision_are_not_reused(sessions: sessionmake
         assert find_original(session, owner.id, fingerprint) is None
 
 
-def test_dedup_is_per_tenant(sessions: sessionmaker[Session]) -> None:
+def test_dedup_is_per_tenant(db_sessions: sessionmaker[Session]) -> None:
     fingerprint = _fingerprint()
-    _original(sessions, new_tenant(sessions), fingerprint, pages=0, state=DocumentState.RECEIVED)
-    stranger = new_tenant(sessions)
-    with sessions() as session:
+    _original(db_sessions, new_tenant(db_sessions), fingerprint, pages=0, state=DocumentState.RECEIVED)
+    stranger = new_tenant(db_sessions)
+    with db_sessions() as session:
         assert find_original(session, stranger.id, fingerprint) is None
 
 
 def test_a_duplicate_waits_for_an_unfinished_original_and_completes_with_it(
-    sessions: sessionmaker[Session],
+    db_sessions: sessionmaker[Session],
 ) -> None:
-    owner, fingerprint = new_tenant(sessions), _fingerprint()
-    original = _original(sessions, owner, fingerprint, pages=2, state=DocumentState.PROCESSING)
-    duplicate = _upload(sessions, owner, fingerprint)
+    owner, fingerprint = new_tenant(db_sessions), _fingerprint()
+    original = _original(db_sessions, owner, fingerprint, pages=2, state=DocumentState.PROCESSING)
+    duplicate = _upload(db_sessions, owner, fingerprint)
 
-    waiting = document(sessions, duplicate)
+    waiting = document(db_sessions, duplicate)
     assert waiting.state == DocumentState.RECEIVED and waiting.duplicate_of == original
     sink = RecordingSink()
-    with unit_of_work(sessions, sink) as uow:  # it is never prepared: no claim, no re-send by the sweeper
+    with unit_of_work(db_sessions, sink) as uow:  # it is never prepared: no claim, no re-send by the sweeper
         assert claim_document_for_prepare(uow.session, duplicate, lease_s=60, max_attempts=3) is None
         sweep(uow, lost_after_s=0, prepare_attempts=3)
     assert duplicate not in [document_id for document_id, _ in sink.documents]
 
-    _read_document(sessions, original, 2, "rev-1")
-    assert document(sessions, duplicate).state == DocumentState.RECEIVED
-    dispatch(sessions, depth=16)  # the next dispatch (after every page, every sweep) settles it
+    _read_document(db_sessions, original, 2, "rev-1")
+    assert document(db_sessions, duplicate).state == DocumentState.RECEIVED
+    dispatch(db_sessions, depth=16)  # the next dispatch (after every page, every sweep) settles it
 
-    reused = document(sessions, duplicate)
+    reused = document(db_sessions, duplicate)
     assert reused.state == DocumentState.COMPLETED and reused.duplicate_of == original
-    assert _events(sessions, duplicate) == ["document.completed"] and _ledger_rows(sessions, duplicate) == 0
-    assert_invariants(sessions, [original, duplicate])
+    assert (
+        _events(db_sessions, duplicate) == ["document.completed"]
+        and _ledger_rows(db_sessions, duplicate) == 0
+    )
+    assert_invariants(db_sessions, [original, duplicate])
 
 
+# Commits (`sessions`): the order of creation times matters, and inside one rolled-back
+# transaction now() gives every row the same time.
 def test_when_the_original_is_cancelled_the_oldest_duplicate_is_read_and_the_others_wait_on_it(
     sessions: sessionmaker[Session],
 ) -> None:
@@ -169,15 +174,15 @@ def test_when_the_original_is_cancelled_the_oldest_duplicate_is_read_and_the_oth
     assert_invariants(sessions, [original, first, second])
 
 
-def test_cancelling_a_waiting_duplicate_leaves_its_original_alone(sessions: sessionmaker[Session]) -> None:
-    owner, fingerprint = new_tenant(sessions), _fingerprint()
-    original = _original(sessions, owner, fingerprint, pages=1, state=DocumentState.PROCESSING)
-    duplicate = _upload(sessions, owner, fingerprint)
-    cancel(sessions, duplicate)
+def test_cancelling_a_waiting_duplicate_leaves_its_original_alone(db_sessions: sessionmaker[Session]) -> None:
+    owner, fingerprint = new_tenant(db_sessions), _fingerprint()
+    original = _original(db_sessions, owner, fingerprint, pages=1, state=DocumentState.PROCESSING)
+    duplicate = _upload(db_sessions, owner, fingerprint)
+    cancel(db_sessions, duplicate)
 
-    _read_document(sessions, original, 1, "rev-1")
-    dispatch(sessions, depth=16)
+    _read_document(db_sessions, original, 1, "rev-1")
+    dispatch(db_sessions, depth=16)
 
-    assert document(sessions, original).state == DocumentState.COMPLETED
-    assert document(sessions, duplicate).state == DocumentState.CANCELLED
-    assert_invariants(sessions, [original, duplicate])
+    assert document(db_sessions, original).state == DocumentState.COMPLETED
+    assert document(db_sessions, duplicate).state == DocumentState.CANCELLED
+    assert_invariants(db_sessions, [original, duplicate])

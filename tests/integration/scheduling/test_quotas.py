@@ -43,79 +43,81 @@ def _read_dispatched(sessions: sessionmaker[Session], *, depth: int = 16) -> lis
 
 
 def test_a_page_budget_caps_dispatch_pauses_the_rest_and_resumes_when_raised(
-    sessions: sessionmaker[Session],
+    db_sessions: sessionmaker[Session],
 ) -> None:
-    owner = new_tenant(sessions, page_budget=3)
-    document_id = backlog(sessions, owner, pages=5)
+    owner = new_tenant(db_sessions, page_budget=3)
+    document_id = backlog(db_sessions, owner, pages=5)
 
-    assert len(_read_dispatched(sessions)) == 3  # the budget, not the depth, bounds dispatch
-    dispatch(sessions, depth=16)
-    paused = document(sessions, document_id)
+    assert len(_read_dispatched(db_sessions)) == 3  # the budget, not the depth, bounds dispatch
+    dispatch(db_sessions, depth=16)
+    paused = document(db_sessions, document_id)
     assert paused.state == DocumentState.PAUSED
     assert paused.error_code == "page_budget_exhausted" and "raised" in (paused.error_message or "")
-    assert not read_page(sessions, document_id, 4)  # its pages wait, even with a message in hand
-    assert list(page_states(sessions, document_id).values()).count("queued") == 2
+    assert not read_page(db_sessions, document_id, 4)  # its pages wait, even with a message in hand
+    assert list(page_states(db_sessions, document_id).values()).count("queued") == 2
 
-    _raise_limits(sessions, owner.id, page_budget=10)
-    assert sorted(_read_dispatched(sessions)) == [(document_id, 4), (document_id, 5)]
+    _raise_limits(db_sessions, owner.id, page_budget=10)
+    assert sorted(_read_dispatched(db_sessions)) == [(document_id, 4), (document_id, 5)]
 
-    finished = document(sessions, document_id)
+    finished = document(db_sessions, document_id)
     assert finished.state == DocumentState.COMPLETED and finished.error_code is None
-    with sessions() as session:
+    with db_sessions() as session:
         assert quota_of(session, owner.id).pages_used == 5
-    assert_usage_matches_ledger(sessions, owner.id)
-    assert_invariants(sessions, [document_id])
+    assert_usage_matches_ledger(db_sessions, owner.id)
+    assert_invariants(db_sessions, [document_id])
 
 
-def test_a_spent_token_budget_stops_dispatch_until_it_is_raised(sessions: sessionmaker[Session]) -> None:
-    owner = new_tenant(sessions, token_budget=500)  # each page costs 256 vision + 40 output tokens
-    document_id = backlog(sessions, owner, pages=4)
-    dispatched = dispatch(sessions, depth=16).pages
+def test_a_spent_token_budget_stops_dispatch_until_it_is_raised(db_sessions: sessionmaker[Session]) -> None:
+    owner = new_tenant(db_sessions, token_budget=500)  # each page costs 256 vision + 40 output tokens
+    document_id = backlog(db_sessions, owner, pages=4)
+    dispatched = dispatch(db_sessions, depth=16).pages
     assert len(dispatched) == 4  # tokens cannot be known in advance: the spent total decides
     for page_no in (1, 2):
-        assert read_page(sessions, document_id, page_no)
+        assert read_page(db_sessions, document_id, page_no)
 
-    assert dispatch(sessions, depth=16).pages == []
-    paused = document(sessions, document_id)
+    assert dispatch(db_sessions, depth=16).pages == []
+    paused = document(db_sessions, document_id)
     assert paused.state == DocumentState.PAUSED and paused.error_code == "token_budget_exhausted"
-    assert not read_page(sessions, document_id, 3)
+    assert not read_page(db_sessions, document_id, 3)
 
-    _raise_limits(sessions, owner.id, token_budget=None)
-    assert sorted(_read_dispatched(sessions)) == [(document_id, 3), (document_id, 4)]
-    assert document(sessions, document_id).state == DocumentState.COMPLETED
-    with sessions() as session:
+    _raise_limits(db_sessions, owner.id, token_budget=None)
+    assert sorted(_read_dispatched(db_sessions)) == [(document_id, 3), (document_id, 4)]
+    assert document(db_sessions, document_id).state == DocumentState.COMPLETED
+    with db_sessions() as session:
         assert quota_of(session, owner.id).tokens_used == 4 * 296
-    assert_usage_matches_ledger(sessions, owner.id)
-    assert_invariants(sessions, [document_id])
+    assert_usage_matches_ledger(db_sessions, owner.id)
+    assert_invariants(db_sessions, [document_id])
 
 
-def test_escalations_are_charged_as_one_page_and_every_run_s_tokens(sessions: sessionmaker[Session]) -> None:
-    owner = new_tenant(sessions)
-    document_id = backlog(sessions, owner, pages=1, mode="tiny")
-    dispatch(sessions, depth=4)
+def test_escalations_are_charged_as_one_page_and_every_run_s_tokens(
+    db_sessions: sessionmaker[Session],
+) -> None:
+    owner = new_tenant(db_sessions)
+    document_id = backlog(db_sessions, owner, pages=1, mode="tiny")
+    dispatch(db_sessions, depth=4)
     assert read_page(
-        sessions,
+        db_sessions,
         document_id,
         1,
         attempt(output=900, mode="tiny"),
         attempt(output=700, mode="small", escalation=True),
     )
-    with sessions() as session:
+    with db_sessions() as session:
         used = quota_of(session, owner.id)
     assert (used.pages_used, used.tokens_used) == (1, 64 + 900 + 100 + 700)
-    assert_usage_matches_ledger(sessions, owner.id)
+    assert_usage_matches_ledger(db_sessions, owner.id)
 
 
-def test_a_document_paused_by_a_budget_can_be_cancelled(sessions: sessionmaker[Session]) -> None:
-    owner = new_tenant(sessions, page_budget=1)
-    document_id = backlog(sessions, owner, pages=3)
-    _read_dispatched(sessions)
-    dispatch(sessions, depth=16)
-    assert document(sessions, document_id).state == DocumentState.PAUSED
-    cancel(sessions, document_id)
-    assert document(sessions, document_id).state == DocumentState.CANCELLED
-    assert sorted(page_states(sessions, document_id).values()) == ["cancelled", "cancelled", "done"]
-    assert_invariants(sessions, [document_id])
+def test_a_document_paused_by_a_budget_can_be_cancelled(db_sessions: sessionmaker[Session]) -> None:
+    owner = new_tenant(db_sessions, page_budget=1)
+    document_id = backlog(db_sessions, owner, pages=3)
+    _read_dispatched(db_sessions)
+    dispatch(db_sessions, depth=16)
+    assert document(db_sessions, document_id).state == DocumentState.PAUSED
+    cancel(db_sessions, document_id)
+    assert document(db_sessions, document_id).state == DocumentState.CANCELLED
+    assert sorted(page_states(db_sessions, document_id).values()) == ["cancelled", "cancelled", "done"]
+    assert_invariants(db_sessions, [document_id])
 
 
 def _received(sessions: sessionmaker[Session], owner: Tenant, priority: Lane) -> uuid.UUID:
@@ -130,6 +132,8 @@ def _hold(sessions: sessionmaker[Session], document_id: uuid.UUID) -> bool:
         return hold_for_concurrency(session, document_id)
 
 
+# Commits (`sessions`): the order of creation times matters, and inside one rolled-back
+# transaction now() gives every row the same time.
 def test_the_concurrency_limit_pauses_before_preparation_and_resumes_interactive_then_oldest(
     sessions: sessionmaker[Session],
 ) -> None:
@@ -159,6 +163,8 @@ def test_the_concurrency_limit_pauses_before_preparation_and_resumes_interactive
         assert claimed is not None and claimed.prepare_attempts == 1
 
 
+# Commits (`sessions`): the order of creation times matters, and inside one rolled-back
+# transaction now() gives every row the same time.
 def test_a_new_upload_does_not_overtake_a_document_waiting_for_a_slot(
     sessions: sessionmaker[Session],
 ) -> None:
@@ -173,18 +179,18 @@ def test_a_new_upload_does_not_overtake_a_document_waiting_for_a_slot(
     assert [document_id for document_id, _ in dispatch(sessions, depth=4).documents] == [waiting]
 
 
-def test_without_limits_nothing_is_held(sessions: sessionmaker[Session]) -> None:
-    owner = new_tenant(sessions)
-    backlog(sessions, owner, pages=1)
-    assert not _hold(sessions, _received(sessions, owner, Lane.BULK))
-    with sessions() as session:
+def test_without_limits_nothing_is_held(db_sessions: sessionmaker[Session]) -> None:
+    owner = new_tenant(db_sessions)
+    backlog(db_sessions, owner, pages=1)
+    assert not _hold(db_sessions, _received(db_sessions, owner, Lane.BULK))
+    with db_sessions() as session:
         current = quota_of(session, owner.id)
     assert (current.page_budget, current.token_budget, current.max_concurrent_documents) == (None, None, None)
 
 
-def test_limits_are_validated(sessions: sessionmaker[Session]) -> None:
-    owner = new_tenant(sessions)
-    with sessions.begin() as session:
+def test_limits_are_validated(db_sessions: sessionmaker[Session]) -> None:
+    owner = new_tenant(db_sessions)
+    with db_sessions.begin() as session:
         tenant = session.get(Tenant, owner.id)
         assert tenant is not None
         with pytest.raises(ValueError, match="negative"):
@@ -193,9 +199,9 @@ def test_limits_are_validated(sessions: sessionmaker[Session]) -> None:
             set_limits(session, tenant, pages=3)
 
 
-def test_documents_keep_their_lane(sessions: sessionmaker[Session]) -> None:
-    owner = new_tenant(sessions)
-    with sessions.begin() as session:
+def test_documents_keep_their_lane(db_sessions: sessionmaker[Session]) -> None:
+    owner = new_tenant(db_sessions)
+    with db_sessions.begin() as session:
         created = Document(
             tenant_id=owner.id,
             size_bytes=1,
@@ -210,12 +216,14 @@ def test_documents_keep_their_lane(sessions: sessionmaker[Session]) -> None:
         assert created.priority == Lane.INTERACTIVE  # the default lane
 
 
-def test_a_duplicate_waiting_for_its_original_is_not_held_for_a_slot(sessions: sessionmaker[Session]) -> None:
-    owner = new_tenant(sessions, max_concurrent_documents=1)
-    original = backlog(sessions, owner, pages=1)
-    with sessions.begin() as session:
+def test_a_duplicate_waiting_for_its_original_is_not_held_for_a_slot(
+    db_sessions: sessionmaker[Session],
+) -> None:
+    owner = new_tenant(db_sessions, max_concurrent_documents=1)
+    original = backlog(db_sessions, owner, pages=1)
+    with db_sessions.begin() as session:
         waiting = builders.document_with_pages(
             session, owner, pages=0, state=DocumentState.RECEIVED, duplicate_of=original
         ).id
-    assert not _hold(sessions, waiting)  # it needs no slot: it is never prepared while it waits
-    assert document(sessions, waiting).state == DocumentState.RECEIVED
+    assert not _hold(db_sessions, waiting)  # it needs no slot: it is never prepared while it waits
+    assert document(db_sessions, waiting).state == DocumentState.RECEIVED

@@ -21,12 +21,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("quiet_queue")]
 
 
 @pytest.fixture
-def billed(sessions: sessionmaker[Session]) -> tuple[Tenant, uuid.UUID, uuid.UUID, uuid.UUID]:
+def billed(db_sessions: sessionmaker[Session]) -> tuple[Tenant, uuid.UUID, uuid.UUID, uuid.UUID]:
     """A tenant with two documents read: one in a batch with an escalated page, one outside."""
-    owner = new_tenant(sessions)
-    batched = backlog(sessions, owner, pages=2, mode="tiny")
-    loose = backlog(sessions, owner, pages=1)
-    with sessions.begin() as session:
+    owner = new_tenant(db_sessions)
+    batched = backlog(db_sessions, owner, pages=2, mode="tiny")
+    loose = backlog(db_sessions, owner, pages=1)
+    with db_sessions.begin() as session:
         batch = Batch(
             tenant_id=owner.id,
             name="archive",
@@ -39,16 +39,16 @@ def billed(sessions: sessionmaker[Session]) -> tuple[Tenant, uuid.UUID, uuid.UUI
         session.flush()
         session.get(Document, batched).batch_id = batch.id  # type: ignore[union-attr]
         batch_id = batch.id
-    dispatch(sessions, depth=8)
+    dispatch(db_sessions, depth=8)
     assert read_page(
-        sessions,
+        db_sessions,
         batched,
         1,
         attempt(output=700, mode="tiny"),
         attempt(output=600, mode="small", escalation=True),
     )
-    assert read_page(sessions, batched, 2, attempt(output=30, mode="tiny"))
-    assert read_page(sessions, loose, 1, attempt(output=50, mode="base"))
+    assert read_page(db_sessions, batched, 2, attempt(output=30, mode="tiny"))
+    assert read_page(db_sessions, loose, 1, attempt(output=50, mode="base"))
     return owner, batch_id, batched, loose
 
 
@@ -62,11 +62,11 @@ def _by_key(lines: list[UsageLine]) -> dict[str | None, UsageLine]:
 
 
 def test_usage_by_mode_counts_each_engine_run_where_it_ran(
-    sessions: sessionmaker[Session], billed: tuple[Tenant, uuid.UUID, uuid.UUID, uuid.UUID]
+    db_sessions: sessionmaker[Session], billed: tuple[Tenant, uuid.UUID, uuid.UUID, uuid.UUID]
 ) -> None:
     owner = billed[0]
     start, end = _window()
-    with sessions() as session:
+    with db_sessions() as session:
         lines = _by_key(usage_lines(session, owner.id, start=start, end=end, group_by=GroupBy.MODE))
     assert set(lines) == {"tiny", "small", "base"}
     assert (lines["tiny"].pages, lines["tiny"].engine_runs, lines["tiny"].vision_tokens) == (2, 2, 128)
@@ -75,11 +75,11 @@ def test_usage_by_mode_counts_each_engine_run_where_it_ran(
 
 
 def test_usage_by_document_and_by_batch(
-    sessions: sessionmaker[Session], billed: tuple[Tenant, uuid.UUID, uuid.UUID, uuid.UUID]
+    db_sessions: sessionmaker[Session], billed: tuple[Tenant, uuid.UUID, uuid.UUID, uuid.UUID]
 ) -> None:
     owner, batch_id, batched, loose = billed
     start, end = _window()
-    with sessions() as session:
+    with db_sessions() as session:
         documents = _by_key(usage_lines(session, owner.id, start=start, end=end, group_by=GroupBy.DOCUMENT))
         batches = usage_lines(session, owner.id, start=start, end=end, group_by=GroupBy.BATCH)
         totals = {
@@ -96,11 +96,11 @@ def test_usage_by_document_and_by_batch(
 
 
 def test_usage_by_day_and_the_total(
-    sessions: sessionmaker[Session], billed: tuple[Tenant, uuid.UUID, uuid.UUID, uuid.UUID]
+    db_sessions: sessionmaker[Session], billed: tuple[Tenant, uuid.UUID, uuid.UUID, uuid.UUID]
 ) -> None:
     owner = billed[0]
     start, end = _window()
-    with sessions() as session:
+    with db_sessions() as session:
         days = usage_lines(session, owner.id, start=start, end=end, group_by=GroupBy.DAY)
         total = usage_total(session, owner.id, start=start, end=end)
         today = session.execute(
@@ -117,21 +117,22 @@ def test_usage_by_day_and_the_total(
 
 
 def test_usage_is_per_tenant(
-    sessions: sessionmaker[Session], billed: tuple[Tenant, uuid.UUID, uuid.UUID, uuid.UUID]
+    db_sessions: sessionmaker[Session], billed: tuple[Tenant, uuid.UUID, uuid.UUID, uuid.UUID]
 ) -> None:
     start, end = _window()
-    with sessions() as session:
+    with db_sessions() as session:
         assert (
-            usage_lines(session, new_tenant(sessions).id, start=start, end=end, group_by=GroupBy.MODE) == []
+            usage_lines(session, new_tenant(db_sessions).id, start=start, end=end, group_by=GroupBy.MODE)
+            == []
         )
 
 
 def test_usage_as_csv(
-    sessions: sessionmaker[Session], billed: tuple[Tenant, uuid.UUID, uuid.UUID, uuid.UUID]
+    db_sessions: sessionmaker[Session], billed: tuple[Tenant, uuid.UUID, uuid.UUID, uuid.UUID]
 ) -> None:
     owner = billed[0]
     start, end = _window()
-    with sessions() as session:
+    with db_sessions() as session:
         lines = usage_lines(session, owner.id, start=start, end=end, group_by=GroupBy.BATCH)
     rows = list(csv.DictReader(io.StringIO(lines_as_csv(lines, GroupBy.BATCH))))
     assert list(rows[0]) == [

@@ -6,10 +6,7 @@ from pathlib import Path
 import pytest
 
 from scriptorium.settings import PrepareSettings
-
-CORPUS = Path("/work/shared/corpus")
-BAD_INPUT = CORPUS / "bad-input"
-PDF_REAL = CORPUS / "pdf-real"
+from tests.support.corpus import require_corpus
 
 
 @pytest.fixture
@@ -19,16 +16,12 @@ def limits() -> PrepareSettings:
 
 @pytest.fixture(scope="session")
 def bad_input() -> Path:
-    if not BAD_INPUT.is_dir():
-        pytest.skip(f"the robustness corpus is not at {BAD_INPUT}")
-    return BAD_INPUT
+    return require_corpus("bad-input")
 
 
 @pytest.fixture(scope="session")
 def pdf_real() -> Path:
-    if not PDF_REAL.is_dir():
-        pytest.skip(f"the real-PDF corpus is not at {PDF_REAL}")
-    return PDF_REAL
+    return require_corpus("pdf-real")
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
+from worker.engine.tokenizer_counter import TokenizerCounter
 from worker.routing.tokens import (
     CalibratedRateCounter,
     CharClass,
     ScriptMix,
     TokenCounter,
-    TokenizerCounter,
     classify,
     token_counter,
 )
