@@ -24,7 +24,7 @@ from types import TracebackType
 
 import structlog
 
-from scriptorium.errors import InputRejected, ReasonCode
+from scriptorium.errors import DependencyUnavailable, InputRejected, ReasonCode
 from scriptorium.settings import PrepareSettings
 from worker.prepare.sandbox_process import (
     ChildExited,
@@ -58,11 +58,19 @@ log = structlog.get_logger(__name__)
 CHILD_START_TIMEOUT_S = 60.0
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(DependencyUnavailable):
     """No render child could be started or kept alive long enough to take the document.
 
-    The document is not to blame: the caller should let the work be retried, not reject it.
+    The document is not to blame: like any unavailable dependency, the work is tried again later
+    (the claim released, the attempt refunded), never rejected.
     """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("render_sandbox", "the render sandbox could not be started; retry later")
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class RenderSandbox:

@@ -287,8 +287,11 @@ def test_a_child_that_cannot_start_is_not_blamed_on_the_document(
     sandbox = RenderSandbox(PrepareSettings(dpi=1))
     sandboxes.append(sandbox)
 
-    with pytest.raises(SandboxUnavailable):
+    with pytest.raises(SandboxUnavailable) as caught:
         sandbox.render(pdf_real / GOOD, tmp_path / "out")
+
+    assert caught.value.transient  # tried again later, the attempt refunded; never a rejection
+    assert "did not start" in str(caught.value)
 
 
 def test_closing_the_sandbox_ends_its_child(
