@@ -142,6 +142,7 @@ class Rung:
     p50_ms: float
     p95_ms: float
     postgres_cpu_s: float
+    postgres_backends: int  # connections to the bench database seen during the rung
     workers_cpu_s: float
     s3_cpu_s: float
     cpu_worker_cpu_s: float
@@ -333,6 +334,7 @@ def run_rung(
         p50_ms=statistics.median(latencies),
         p95_ms=percentile(latencies, 0.95),
         postgres_cpu_s=postgres_cpu,
+        postgres_backends=len(sampler.last),
         workers_cpu_s=workers_cpu,
         s3_cpu_s=s3_cpu,
         cpu_worker_cpu_s=cpu_worker_cpu,
@@ -351,7 +353,7 @@ def saturation(rungs: list[Rung], gain: float) -> tuple[Rung, bool]:
 def print_table(rungs: list[Rung]) -> None:
     header = (
         f"{'GPU workers':>11}{'pages':>7}{'pages/s':>9}{'p50 ms':>8}{'p95 ms':>8}"
-        f"{'PG cpu s':>9}{'PG ms/pg':>9}{'wkr ms/pg':>10}{'S3 ms/pg':>9}{'cpu-wkr ms/pg':>14}"
+        f"{'PG cpu s':>9}{'PG conns':>9}{'PG ms/pg':>9}{'wkr ms/pg':>10}{'S3 ms/pg':>9}{'cpu-wkr ms/pg':>14}"
         f"{'machine busy':>13}"
     )
     print(header)
@@ -359,8 +361,9 @@ def print_table(rungs: list[Rung]) -> None:
         per_page = 1000 / r.pages
         print(
             f"{r.workers:>11}{r.pages:>7}{r.pages_per_s:>9.1f}{r.p50_ms:>8.0f}{r.p95_ms:>8.0f}"
-            f"{r.postgres_cpu_s:>9.1f}{r.postgres_cpu_s * per_page:>9.2f}{r.workers_cpu_s * per_page:>10.2f}"
-            f"{r.s3_cpu_s * per_page:>9.2f}{r.cpu_worker_cpu_s * per_page:>14.2f}{r.machine_busy:>12.0%}"
+            f"{r.postgres_cpu_s:>9.1f}{r.postgres_backends:>9}{r.postgres_cpu_s * per_page:>9.2f}"
+            f"{r.workers_cpu_s * per_page:>10.2f}{r.s3_cpu_s * per_page:>9.2f}"
+            f"{r.cpu_worker_cpu_s * per_page:>14.2f}{r.machine_busy:>12.0%}"
         )
 
 
@@ -453,6 +456,7 @@ def main() -> None:
     )
     print_table(rungs)
     print(
+        "PG conns: backends connected to the bench database during the rung (the bench's own included); "
         "ms/pg: CPU ms per page of the Postgres backends of the bench database, the GPU workers, "
         "SeaweedFS, and the CPU worker + beat; latency from the workers' batch.claimed/prefetched "
         "to page.recorded log lines"

@@ -19,7 +19,19 @@ def _line(event: str, seconds: float, **fields: object) -> str:
 
 
 def _rung(workers: int, rate: float) -> Rung:
-    return Rung(workers, 100, rate, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.5)
+    return Rung(
+        workers=workers,
+        pages=100,
+        pages_per_s=rate,
+        p50_ms=1.0,
+        p95_ms=2.0,
+        postgres_cpu_s=0.0,
+        postgres_backends=10,
+        workers_cpu_s=0.0,
+        s3_cpu_s=0.0,
+        cpu_worker_cpu_s=0.0,
+        machine_busy=0.5,
+    )
 
 
 def test_claims_pair_with_recordings_in_order_from_the_rung_offset(tmp_path: Path) -> None:
