@@ -65,14 +65,19 @@ def test_steady_rate_leaves_out_the_first_and_last_tenth() -> None:
     assert steady_rate(finished) == pytest.approx(10.0)
 
 
-def test_saturation_is_the_best_rate_up_to_the_first_small_gain() -> None:
-    rungs = [_rung(1, 20), _rung(2, 38), _rung(4, 40), _rung(8, 60)]
+def test_saturation_is_the_first_rung_no_later_rung_beats_by_the_gain() -> None:
+    rungs = [_rung(1, 20), _rung(2, 38), _rung(4, 40), _rung(8, 41)]
     peak, saturated = saturation(rungs, 0.10)
-    assert saturated and peak.workers == 4 and peak.pages_per_s == 40
+    assert saturated and peak.workers == 2 and peak.pages_per_s == 38
 
 
-def test_saturation_takes_a_drop_as_saturation_and_keeps_the_peak() -> None:
-    peak, saturated = saturation([_rung(1, 20), _rung(2, 30), _rung(4, 25)], 0.10)
+def test_one_noisy_rung_is_not_taken_for_saturation() -> None:
+    peak, saturated = saturation([_rung(1, 70), _rung(2, 94), _rung(4, 96), _rung(8, 132)], 0.10)
+    assert not saturated and peak.workers == 8
+
+
+def test_saturation_after_a_drop_keeps_the_peak() -> None:
+    peak, saturated = saturation([_rung(1, 20), _rung(2, 30), _rung(4, 25), _rung(8, 31)], 0.10)
     assert saturated and peak.workers == 2
 
 
