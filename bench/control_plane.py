@@ -24,9 +24,9 @@ Per rung it reports:
   ledger row per page, and the DESIGN.md invariants (``tests/support/invariants.py``).
 
 Saturation is the first rung that no later rung (more workers) beats by more than ``--gain``
-(10%); the figure is the best rate up to it. On a development VM the workers, Postgres, Redis
-and S3 share the same cores, so the figure is a lower bound of what one control plane feeds. The last line has a fixed
-form: ``control plane saturates at <N> pages/s``.
+(10%); the figure is the best rate up to it. On a development VM the workers, Postgres,
+Redis and S3 share the same cores, so the figure is a lower bound of what one control plane
+feeds. The last line has a fixed form: ``control plane saturates at <N> pages/s``.
 
     .venv/bin/python -m bench.control_plane [--ladder 1,2,4,8] [--pages 960] [--batch 8]
 """
