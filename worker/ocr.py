@@ -104,6 +104,11 @@ class HeldClaims:
         with self._lock:
             return list(self._claims.values())
 
+    def still_held(self, pages: set[tuple[uuid.UUID, int]]) -> set[tuple[uuid.UUID, int]]:
+        """Of ``pages``, those this worker still holds (a batch recorded meanwhile is not lost)."""
+        with self._lock:
+            return {page for page in pages if page in self._claims}
+
 
 @dataclass
 class LoadedBatch:
@@ -498,6 +503,7 @@ def _lease_keeper(runtime: WorkerRuntime, held: HeldClaims) -> Iterator[None]:
                     lost = extend_leases(
                         uow.session, held.snapshot(), lease_s=runtime.settings.limits.lease_s
                     )
+                lost = held.still_held(lost)
                 if lost:
                     log.warning("page.lease_lost", pages=sorted(page for _, page in lost))
             except Exception as error:  # the database is away; the fenced write decides later
