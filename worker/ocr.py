@@ -1,14 +1,15 @@
 """The OCR step: engine batches claimed, prefetched, read with escalation, and recorded under lease.
 
 A message names one engine batch (pages of one mode, grouped by the dispatcher). The task claims
-it under one lease and then keeps the engine busy: while the engine reads batch k, a CPU-side
-stage records batch k-1 (results, ledger, refill of the broker in one transaction) and claims
-batch k+1 straight from Postgres (dispatched, never-tried pages of the head-of-line mode, grouped
-by predicted length), fetching and decoding its page images, so the device never waits for the
-database or storage. At most one batch is prepared ahead; the task drains until nothing is due
-or half its soft time limit has passed. Pages prefetched from other messages make those messages
-find nothing to claim. Each page is read at its routed mode and read again one mode up when the
-output shows it was under-read, within the policy's limits; every engine run is accounted.
+it under one lease and then keeps the engine busy: while the engine reads batch k, one helper
+thread records batch k-1 (results, ledger, refill of the broker in one transaction) and another
+claims batch k+1 straight from Postgres (dispatched, never-tried pages of the head-of-line mode,
+grouped by predicted length) and fetches and decodes its page images, so the device never waits
+for the database or storage. At most one batch is prepared ahead; the task drains until nothing
+is due or half its soft time limit has passed. Pages prefetched from other messages make those
+messages find nothing to claim. Each page is read at its routed mode and read again one mode up
+when the output shows it was under-read, within the policy's limits; every engine run is
+accounted.
 
 Whatever happens, claimed pages are never stranded: an exception releases the batch on the
 engine (its attempt counted unless a dependency was down) and the prefetched one (never read: its
@@ -132,7 +133,9 @@ def ocr_batch(runtime: WorkerRuntime, pages: Sequence[tuple[uuid.UUID, int]]) ->
 
 
 class FeedPipeline:
-    """Double buffering: the engine reads on this thread, one helper thread records and prefetches."""
+    """Double buffering: the engine reads on this thread; one helper thread records the previous
+    batch while another claims and loads the next, so the engine waits only for the slower of the
+    two, not for their sum."""
 
     def __init__(self, runtime: WorkerRuntime, engine: Engine) -> None:
         self.runtime = runtime
@@ -145,13 +148,14 @@ class FeedPipeline:
     def drain(self, first: list[PageClaim]) -> None:
         self.held.add(first)
         with (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr-feed") as helper,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr-prefetch") as prefetcher,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr-record") as recorder,
             _lease_keeper(self.runtime, self.held),
         ):
             current: LoadedBatch | None = self._load_or_release(first)
             recording: Future[None] | None = None
             while current is not None:
-                prefetch = _submit(helper, self._prefetch) if time.monotonic() < self.deadline else None
+                prefetch = _submit(prefetcher, self._prefetch) if time.monotonic() < self.deadline else None
                 try:
                     self._read(current)
                 except EngineFatal as fatal:
@@ -165,7 +169,7 @@ class FeedPipeline:
                     raise
                 if recording is not None:
                     recording.result()  # the previous batch is written before this one is queued
-                recording = _submit(helper, self._record, current)
+                recording = _submit(recorder, self._record, current)
                 current = prefetch.result() if prefetch is not None else None
             if recording is not None:
                 recording.result()
@@ -187,7 +191,7 @@ class FeedPipeline:
             raise
 
     def _prefetch(self) -> LoadedBatch | None:
-        """Claim the next batch from Postgres and load its images (helper thread)."""
+        """Claim the next batch from Postgres and load its images (prefetch thread)."""
         settings = self.runtime.settings
         with self.runtime.units.committing() as uow:
             claims = claim_next_batch(
@@ -204,7 +208,7 @@ class FeedPipeline:
         return self._load_or_release(claims)
 
     def _record(self, batch: LoadedBatch) -> None:
-        """Store figures, write results, account tokens and refill the broker (helper thread)."""
+        """Store figures, write results, account tokens and refill the broker (record thread)."""
         try:
             with _batch_context(batch.claims):
                 outcomes = [_outcome(self.runtime, self.engine, item) for item in batch.work]
@@ -229,7 +233,7 @@ class FeedPipeline:
 
 
 def _submit(helper: ThreadPoolExecutor, job: Callable[..., T], *args: Any) -> Future[T]:
-    """Run ``job`` on the helper thread with this task's log context (task id and all)."""
+    """Run ``job`` on a helper thread with this task's log context (task id and all)."""
     return helper.submit(contextvars.copy_context().run, job, *args)
 
 
