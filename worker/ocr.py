@@ -65,6 +65,7 @@ from worker.task_base import backoff_s, dependency_of, is_transient
 log = get_logger(__name__)
 FATAL_EXIT_CODE = 70
 T = TypeVar("T")
+LOAD_THREADS = 4  # page images fetched and decoded at once while loading a batch
 WINDOW_BATCHES = 4  # how far past the head of the line a prefetched batch may reach for length
 
 
@@ -183,8 +184,12 @@ class FeedPipeline:
         self.batches += 1
 
     def _load_or_release(self, claims: list[PageClaim]) -> LoadedBatch:
+        """Fetch and decode the batch's page images, several at a time (storage round trips and
+        PNG decoding overlap); a failure hands the whole batch back unread."""
         try:
-            return LoadedBatch(claims, [_load(self.runtime, claim) for claim in claims])
+            with ThreadPoolExecutor(max_workers=min(LOAD_THREADS, len(claims))) as loaders:
+                work = list(loaders.map(lambda claim: _load(self.runtime, claim), claims))
+            return LoadedBatch(claims, work)
         except BaseException as error:
             _release(self.runtime, claims, error, never_read=True)
             self.held.drop(claims)
