@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import statistics
 import tempfile
@@ -113,7 +114,9 @@ def drain(
 
     wait_for(prepared, timeout=1200, interval=0.5, what="pages to be prepared")
     ready = fleet.workdir / f"{name}.ready"
-    worker = fleet.start_gpu_worker(name, engine_env=engine_env, wait_ready=False)
+    worker = fleet.start_gpu_worker(
+        name, engine_env={**engine_env, "SCRIPTORIUM_LOG__LEVEL": "INFO"}, wait_ready=False
+    )
     wait_for(ready.exists, timeout=180, interval=0.01, what="the GPU worker")
     started = time.perf_counter()
     for document_id in ids:
@@ -129,6 +132,22 @@ def drain(
             ).scalars()
         )
     return total, seconds, keys
+
+
+STAGES = ("engine_s", "engine_waited_s", "claim_s", "load_s", "record_s")
+
+
+def feed_breakdown(log_path: Path) -> dict[str, float]:
+    """Per-batch milliseconds of each stage, summed over the GPU worker's ``feed.drained`` lines."""
+    totals = dict.fromkeys((*STAGES, "batches"), 0.0)
+    for line in log_path.read_text(errors="replace").splitlines():
+        if '"feed.drained"' not in line:
+            continue
+        event = json.loads(line)
+        for key in totals:
+            totals[key] += float(event.get(key, 0))
+    batches = totals.pop("batches") or 1.0
+    return {stage: 1000 * seconds / batches for stage, seconds in totals.items()}
 
 
 def main() -> None:
@@ -182,6 +201,7 @@ def main() -> None:
                 name="gpu-timed",
                 engine_env={"FAKE_ENGINE_BATCH_DELAY_S": str(args.engine_batch_s)},
             )
+            breakdown = feed_breakdown(workdir / "gpu-timed.log")
         loop_seconds = plain_loop(settings, store, keys, args.batch)
         raster_rate, raster_median = rasterise(settings)
         database.dispose()
@@ -201,6 +221,12 @@ def main() -> None:
         f"{'that engine alone (engine-bound)':44}{engine_bound_rate:>10.1f}{1000 / engine_bound_rate:>10.2f}"
     )
     print(f"{'rasterise pdf-real @144 dpi':44}{raster_rate:>10.1f}{raster_median:>10.2f}  (median)")
+    print("where a batch's time went in the timed run (ms per batch):")
+    print("  engine  engine idle | claim ahead  load images (prefetch thread) | record (record thread)")
+    print(
+        f"  {breakdown['engine_s']:6.0f}  {breakdown['engine_waited_s']:11.0f} | {breakdown['claim_s']:11.0f}"
+        f"  {breakdown['load_s']:29.0f} | {breakdown['record_s']:22.0f}"
+    )
     overhead_verdict = "meets" if overhead_ms <= TARGET_MS else "misses"
     duty_verdict = "meets" if duty >= TARGET_DUTY else "misses"
     print(

@@ -113,6 +113,20 @@ class HeldClaims:
 
 
 @dataclass
+class FeedTimings:
+    """Where a drain's time went: the engine, and what it waited for; the helper threads' stages."""
+
+    engine_s: float = 0.0
+    engine_waited_s: float = 0.0  # the engine idle, waiting for the next batch or the last record
+    claim_s: float = 0.0  # claiming batches ahead (prefetch thread)
+    load_s: float = 0.0  # fetching and decoding page images (prefetch thread)
+    record_s: float = 0.0  # results, ledger and refill (record thread)
+
+    def rounded(self) -> dict[str, float]:
+        return {name: round(value, 3) for name, value in vars(self).items()}
+
+
+@dataclass
 class LoadedBatch:
     """A claimed batch with its page images in memory, ready for the engine."""
 
@@ -145,6 +159,7 @@ class FeedPipeline:
         limits = runtime.settings.limits
         self.deadline = time.monotonic() + limits.page_soft_time_limit_s / 2
         self.batches = 0
+        self.timings = FeedTimings()
 
     def drain(self, first: list[PageClaim]) -> None:
         self.held.add(first)
@@ -168,27 +183,33 @@ class FeedPipeline:
                     self.held.drop(current.claims)
                     self._abandon(prefetch)
                     raise
+                waited = time.monotonic()
                 if recording is not None:
                     recording.result()  # the previous batch is written before this one is queued
                 recording = _submit(recorder, self._record, current)
                 current = prefetch.result() if prefetch is not None else None
+                self.timings.engine_waited_s += time.monotonic() - waited
             if recording is not None:
                 recording.result()
-        log.info("feed.drained", batches=self.batches)
+        log.info("feed.drained", batches=self.batches, **self.timings.rounded())
 
     def _read(self, batch: LoadedBatch) -> None:
         started = time.monotonic()
         with _batch_context(batch.claims):
             _read_with_escalation(self.engine, batch.work, self.runtime.settings)
-        metrics.observe_engine_batch(time.monotonic() - started, pages=len(batch.work))
+        seconds = time.monotonic() - started
+        metrics.observe_engine_batch(seconds, pages=len(batch.work))
+        self.timings.engine_s += seconds
         self.batches += 1
 
     def _load_or_release(self, claims: list[PageClaim]) -> LoadedBatch:
         """Fetch and decode the batch's page images, several at a time (storage round trips and
         PNG decoding overlap); a failure hands the whole batch back unread."""
         try:
+            started = time.monotonic()
             with ThreadPoolExecutor(max_workers=min(LOAD_THREADS, len(claims))) as loaders:
                 work = list(loaders.map(lambda claim: _load(self.runtime, claim), claims))
+            self.timings.load_s += time.monotonic() - started
             return LoadedBatch(claims, work)
         except BaseException as error:
             _release(self.runtime, claims, error, never_read=True)
@@ -198,6 +219,7 @@ class FeedPipeline:
     def _prefetch(self) -> LoadedBatch | None:
         """Claim the next batch from Postgres and load its images (prefetch thread)."""
         settings = self.runtime.settings
+        started = time.monotonic()
         with self.runtime.units.committing() as uow:
             claims = claim_next_batch(
                 uow.session,
@@ -206,6 +228,7 @@ class FeedPipeline:
                 owner=self.runtime.identity,
                 lease_s=settings.limits.lease_s,
             )
+        self.timings.claim_s += time.monotonic() - started
         if not claims:
             return None
         self.held.add(claims)
@@ -215,9 +238,11 @@ class FeedPipeline:
     def _record(self, batch: LoadedBatch) -> None:
         """Store figures, write results, account tokens and refill the broker (record thread)."""
         try:
+            started = time.monotonic()
             with _batch_context(batch.claims):
                 outcomes = [_outcome(self.runtime, self.engine, item) for item in batch.work]
                 _record_through_outage(self.runtime, batch.work, outcomes)
+            self.timings.record_s += time.monotonic() - started
         except BaseException as error:
             _release(self.runtime, batch.claims, error)
             raise
