@@ -221,6 +221,8 @@ def main() -> None:
         f"{'that engine alone (engine-bound)':44}{engine_bound_rate:>10.1f}{1000 / engine_bound_rate:>10.2f}"
     )
     print(f"{'rasterise pdf-real @144 dpi':44}{raster_rate:>10.1f}{raster_median:>10.2f}  (median)")
+    busy = breakdown["engine_s"] / ((breakdown["engine_s"] + breakdown["engine_waited_s"]) or 1.0)
+    print(f"engine busy while the GPU worker drained: {100 * busy:.1f}% of its time")
     print("where a batch's time went in the timed run (ms per batch):")
     print("  engine  engine idle | claim ahead  load images (prefetch thread) | record (record thread)")
     print(

@@ -5,7 +5,8 @@ page, PageFailed / EngineFatal) and produces text derived from the page itself. 
 switched on through environment variables so tests can steer a real worker process:
 
 - ``FAKE_ENGINE_DELAY_S``: seconds per page (default 0)
-- ``FAKE_ENGINE_BATCH_DELAY_S``: seconds per engine call whatever its size (a GPU batch stand-in)
+- ``FAKE_ENGINE_BATCH_DELAY_S``: an engine call takes this long in all, whatever its size (a GPU
+  batch stand-in; the engine's own work on the pages counts towards it)
 - ``FAKE_ENGINE_CRASH_PAGES``: page numbers on which the process dies (SIGKILL-like ``os._exit``)
 - ``FAKE_ENGINE_CRASH_ONCE_FILE``: with CRASH_PAGES, crash only while this file does not exist
   (it is created just before dying), so the retry succeeds
@@ -64,9 +65,11 @@ class DeterministicEngine:
         self.warmed_up = True
 
     def run(self, pages: Sequence[PageInput]) -> list[PageResult]:
-        if self.batch_delay_s and self.warmed_up:
-            time.sleep(self.batch_delay_s)
-        return [self._read(page) for page in pages]
+        started = time.perf_counter()
+        results = [self._read(page) for page in pages]
+        if self.batch_delay_s and self.warmed_up:  # the call takes this long in all, like a GPU batch
+            time.sleep(max(0.0, self.batch_delay_s - (time.perf_counter() - started)))
+        return results
 
     def _read(self, page: PageInput) -> PageResult:
         if page.page_no in self.crash_pages and not (
