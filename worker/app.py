@@ -96,7 +96,7 @@ def create_worker_app(
     def prepare(document_id: str, request_id: str | None = None) -> None:
         prepare_document(state.runtime, uuid.UUID(document_id))
 
-    @app.task(name=OCR_TASK, base=FleetTask)  # type: ignore[untyped-decorator]
+    @app.task(name=OCR_TASK, base=FleetTask, cancellable=True)  # type: ignore[untyped-decorator]
     def ocr(pages: list[list[Any]], request_id: str | None = None) -> None:
         ocr_batch(
             state.runtime, [(uuid.UUID(str(document_id)), int(page_no)) for document_id, page_no in pages]

@@ -12,8 +12,9 @@ when the output shows it was under-read, within the policy's limits; every engin
 accounted.
 
 Whatever happens, claimed pages are never stranded: an exception releases the batch on the
-engine (its attempt counted unless a dependency was down) and the prefetched one (never read: its
-attempt refunded); a crash of the process leaves them to their leases.
+engine (its attempt counted unless a dependency was down or the worker cancelled the task) and,
+once the helper threads are done, whatever else is held (never at fault: attempts refunded); only
+a crash of the process leaves them to their leases.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from scriptorium.policy import RoutingPolicy
 from scriptorium.settings import Settings
 from scriptorium.states import PageState
 from scriptorium.storage import figure_key
+from worker.cancellation import TaskCancelled
 from worker.engine.base import (
     BatchPageFailures,
     Engine,
@@ -163,6 +165,17 @@ class FeedPipeline:
 
     def drain(self, first: list[PageClaim]) -> None:
         self.held.add(first)
+        try:
+            self._feed(first)
+        except BaseException as error:
+            self._release_held(error)
+            if isinstance(error, EngineFatal):
+                log.critical("engine.fatal", error=str(error))
+                os._exit(FATAL_EXIT_CODE)  # the context is poisoned; the pool replaces this process
+            raise
+        log.info("feed.drained", batches=self.batches, **self.timings.rounded())
+
+    def _feed(self, first: list[PageClaim]) -> None:
         with (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr-prefetch") as prefetcher,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr-record") as recorder,
@@ -174,14 +187,9 @@ class FeedPipeline:
                 prefetch = _submit(prefetcher, self._prefetch) if time.monotonic() < self.deadline else None
                 try:
                     self._read(current)
-                except EngineFatal as fatal:
-                    log.critical("engine.fatal", error=str(fatal))
-                    self._abandon(prefetch)
-                    os._exit(FATAL_EXIT_CODE)  # the context is poisoned; the pool replaces this process
-                except BaseException as error:
+                except BaseException as error:  # the batch on the engine: its attempt may count
                     _release(self.runtime, current.claims, error)
                     self.held.drop(current.claims)
-                    self._abandon(prefetch)
                     raise
                 waited = time.monotonic()
                 if recording is not None:
@@ -191,7 +199,15 @@ class FeedPipeline:
                 self.timings.engine_waited_s += time.monotonic() - waited
             if recording is not None:
                 recording.result()
-        log.info("feed.drained", batches=self.batches, **self.timings.rounded())
+
+    def _release_held(self, error: BaseException) -> None:
+        """After a failure, once the helper threads are done: hand back what is still held (a
+        prefetched batch, a batch read but not yet recorded). None of it is at fault, and no
+        message of this task will bring it back, so it is sent again at once."""
+        rest = self.held.snapshot()
+        if rest:
+            _release(self.runtime, rest, error, never_read=True, resend=True)
+            self.held.drop(rest)
 
     def _read(self, batch: LoadedBatch) -> None:
         started = time.monotonic()
@@ -248,18 +264,6 @@ class FeedPipeline:
             raise
         finally:
             self.held.drop(batch.claims)
-
-    def _abandon(self, prefetch: Future[LoadedBatch | None] | None) -> None:
-        """Give a prefetched batch back untouched: it was never read, so its attempt is refunded."""
-        if prefetch is None:
-            return
-        try:
-            prefetched = prefetch.result(timeout=60)
-        except BaseException:  # its own failure already released it
-            return
-        if prefetched is not None:
-            _release(self.runtime, prefetched.claims, None, never_read=True)
-            self.held.drop(prefetched.claims)
 
 
 def _submit(helper: ThreadPoolExecutor, job: Callable[..., T], *args: Any) -> Future[T]:
@@ -320,18 +324,21 @@ def _release(
     error: BaseException | None,
     *,
     never_read: bool = False,
+    resend: bool = False,
 ) -> None:
     """Hand claimed pages back at once instead of waiting for their leases to expire.
 
-    Pages never read, and pages whose read was cut short by an outage of a dependency, are not at
-    fault: their attempts are refunded. Anything else (a time limit, an unexpected error) counts,
-    so a poison page still dead-letters.
+    Pages never read, and pages whose read was cut short by an outage of a dependency or by the
+    worker cancelling the task, are not at fault: their attempts are refunded. Anything else (a
+    time limit, an unexpected error) counts, so a poison page still dead-letters. ``resend``: no
+    retry of this task covers the pages (a cancelled task has none), so the dispatcher sends them.
     """
     at_fault = not never_read and error is not None and not is_transient(error)
+    resend = resend or isinstance(error, TaskCancelled)
     try:
         with runtime.units.committing() as uow:
             for claim in claims:
-                release_claim(uow.session, claim, page_at_fault=at_fault)
+                release_claim(uow.session, claim, page_at_fault=at_fault, resend=resend)
     except Exception as release_error:  # the database is away too; the leases will expire
         log.warning("page.release_failed", error=str(release_error))
         return

@@ -6,18 +6,23 @@ counted (``scriptorium_dependency_waits``). The work it had claimed is released 
 task itself, with the attempt refunded (see ``release_claim(page_at_fault=False)``), so an
 outage never dead-letters a page or fails a document. Every other exception propagates: the
 message is acknowledged as failed and the row's lease and attempt counter decide what happens.
+A task cancelled by its worker (see :mod:`worker.cancellation`) has released its claims; its
+message is acknowledged without a retry, and Postgres sends the work again.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from scriptorium import metrics
 from scriptorium.errors import DomainError
 from scriptorium.logging import bind_context, clear_context, get_logger
+from worker.cancellation import TaskCancelled, cancellable
 
 log = get_logger(__name__)
 
@@ -52,6 +57,8 @@ class FleetTask(Task):  # type: ignore[misc]
     # Outages are waited out without limit. ``retry(max_retries=None)`` alone does not say so: Celery
     # reads None there as "the task's default", which is 3 (a fourth storage outage retry raised).
     max_retries = None
+    # SIGTERM from the worker raises TaskCancelled in the task (set for tasks that clean up).
+    cancellable = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         clear_context()
@@ -63,7 +70,12 @@ class FleetTask(Task):  # type: ignore[misc]
             batch_id=kwargs.get("batch_id"),
         )
         try:
-            return super().__call__(*args, **kwargs)
+            with cancellable() if self.cancellable else nullcontext():
+                return super().__call__(*args, **kwargs)
+        except TaskCancelled:
+            metrics.count_dependency_wait("broker", self.name)
+            log.warning("task.cancelled", why="the worker lost its broker connection or is exiting")
+            raise Ignore() from None
         except Exception as error:
             if not is_transient(error):
                 raise

@@ -9,7 +9,7 @@ outside, so a thread in the worker's main process checks on its own connection:
   ``stall_timeout_s`` without receiving one → exit (a consumer that stopped consuming).
 
 Exiting is the repair: compose (``restart: unless-stopped``) starts a fresh process with a fresh
-connection, and the pages the worker held come back through their leases. While healthy, the
+connection; the pages the worker held are handed back first (``exit_worker``). While healthy, the
 watchdog touches the liveness file so the container healthcheck (``scriptorium worker-health``)
 sees a live process, not a file written once at start.
 """
@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -33,6 +34,7 @@ from scriptorium.settings import RedisSettings
 log = get_logger(__name__)
 
 EXIT_CODE = 75  # EX_TEMPFAIL: a restart is expected to help
+RELEASE_GRACE_S = 5.0  # how long pool children get to hand their claims back before the exit
 PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's Redis priority sub-queues
 PRIORITY_SEPARATOR = "\x06\x16"
 
@@ -159,16 +161,26 @@ class Watchdog:
             os.utime(self._liveness_file)
 
 
-def exit_worker(reason: str) -> None:
-    """Leave at once with a non-zero status; pool children go too (their pages return by lease)."""
+def exit_worker(reason: str, *, release_grace_s: float = RELEASE_GRACE_S) -> None:
+    """Leave with a non-zero status, pool children too. A child running an OCR task is asked
+    first (SIGTERM, see ``worker.cancellation``) to hand its pages back with their attempts
+    refunded; what it still holds after ``release_grace_s`` returns by lease."""
     log.critical("worker.watchdog_exit", reason=reason, exit_code=EXIT_CODE)
     from billiard.process import active_children
 
-    for child in active_children():
-        if child.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGKILL)
+    children = [child for child in active_children() if child.pid is not None]
+    _signal_all(children, signal.SIGTERM)
+    deadline = time.monotonic() + release_grace_s
+    while time.monotonic() < deadline and any(child.is_alive() for child in children):
+        time.sleep(0.1)
+    _signal_all(children, signal.SIGKILL)
     os._exit(EXIT_CODE)
+
+
+def _signal_all(children: Sequence[Any], signum: int) -> None:
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signum)
 
 
 def liveness_age(path: Path) -> float | None:

@@ -33,7 +33,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from scriptorium.batches.states import BatchKind, BatchState, ItemState, WatchObjectState
-from scriptorium.model_families import ModelFamily
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY, ModelFamily
 from scriptorium.states import (
     ACTIVE_PAGE_STATES,
     TERMINAL_DOCUMENT_STATES,
@@ -85,6 +85,7 @@ def _now() -> Any:
 
 class Tenant(Base):
     __tablename__ = "tenants"
+    __table_args__ = (CheckConstraint(_in("default_model", ModelFamily), name="default_model"),)
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -95,6 +96,7 @@ class Tenant(Base):
     max_concurrent_documents: Mapped[int | None] = mapped_column(Integer)  # preparing or processing at once
     rate_limit_per_s: Mapped[float | None] = mapped_column(Float)  # API requests refilled per second
     rate_limit_burst: Mapped[int | None] = mapped_column(Integer)  # API requests allowed back to back
+    default_model: Mapped[str | None] = mapped_column(String(32))  # None: the fleet's default family
     created_at: Mapped[datetime] = _now()
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant")
@@ -121,6 +123,7 @@ class Document(Base):
     __tablename__ = "documents"
     __table_args__ = (
         CheckConstraint(_in("state", DocumentState), name="state"),
+        CheckConstraint(_in("model", ModelFamily), name="model"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_documents_tenant_idempotency"),
         Index("ix_documents_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_documents_state_updated", "state", "updated_at"),
@@ -168,6 +171,10 @@ class Document(Base):
     raw_key: Mapped[str] = mapped_column(String(1024))
     page_selection: Mapped[str | None] = mapped_column(String(1024))  # "1-3,5" as requested
     task: Mapped[str] = mapped_column(String(16))
+    # The model family that reads every page of it (see scriptorium.model_families).
+    model: Mapped[str] = mapped_column(
+        String(32), default=DEFAULT_MODEL_FAMILY, server_default=DEFAULT_MODEL_FAMILY
+    )
     routing_policy: Mapped[dict[str, Any]] = mapped_column(JSONB)
     client_metadata: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     pdf_password: Mapped[str | None] = mapped_column(Text)  # wiped once the document is prepared
@@ -444,12 +451,33 @@ class TenantUsage(Base):
 
 
 class EngineRevision(Base):
-    """A model revision GPU workers announced serving; dedup reuses results of the latest one only."""
+    """A model revision GPU workers announced serving; dedup reuses results of the latest one of
+    each family only."""
 
     __tablename__ = "engine_revisions"
+    __table_args__ = (CheckConstraint(_in("model", ModelFamily), name="model"),)
 
     revision: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(
+        String(32), default=DEFAULT_MODEL_FAMILY, server_default=DEFAULT_MODEL_FAMILY
+    )
     first_seen_at: Mapped[datetime] = _now()
+    last_seen_at: Mapped[datetime] = _now()
+
+
+class GpuWorker(Base):
+    """A GPU worker process: the family it serves, and when it last said it was alive."""
+
+    __tablename__ = "gpu_workers"
+    __table_args__ = (
+        CheckConstraint(_in("model", ModelFamily), name="model"),
+        Index("ix_gpu_workers_model_seen", "model", "last_seen_at"),
+    )
+
+    identity: Mapped[str] = mapped_column(String(255), primary_key=True)
+    model: Mapped[str] = mapped_column(String(32))
+    model_revision: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = _now()
     last_seen_at: Mapped[datetime] = _now()
 
 

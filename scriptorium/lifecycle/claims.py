@@ -169,12 +169,15 @@ def extend_leases(
     return lost
 
 
-def release_claim(session: Session, claim: PageClaim, *, page_at_fault: bool = True) -> bool:
+def release_claim(
+    session: Session, claim: PageClaim, *, page_at_fault: bool = True, resend: bool = False
+) -> bool:
     """Give a claimed page back to the queue.
 
     With ``page_at_fault=False`` (a dependency was down, the worker is shutting down) the claim's
     attempt is handed back, so outages never dead-letter a page, and the page counts as
     dispatched: the message that will retry it is the releasing task's own, sent with backoff.
+    ``resend`` says no such message will come: the page is due for the dispatcher at once.
     """
     values: dict[str, Any] = {
         "state": PageState.QUEUED,
@@ -185,7 +188,7 @@ def release_claim(session: Session, claim: PageClaim, *, page_at_fault: bool = T
     }
     if not page_at_fault:
         values["attempts"] = func.greatest(Page.attempts - 1, 0)
-        values["dispatched_at"] = func.now()
+        values["dispatched_at"] = None if resend else func.now()
     result = session.execute(update(Page).where(*held_under(claim)).values(**values))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

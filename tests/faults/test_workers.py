@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import signal
 import uuid
 import zipfile
@@ -58,6 +59,30 @@ def test_a_gpu_worker_killed_mid_batch_leaves_every_page_done_exactly_once(
     assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
     for page in _pages(sessions, document["id"]):
         assert page.state == "done" and page.attempts == 2 and len(page.ocr_attempts) == 1
+    assert_invariants(sessions, ids(document))
+
+
+def test_a_pool_child_cancelled_mid_batch_hands_its_pages_back_and_keeps_its_engine(
+    fleet: Fleet, sessions: sessionmaker[Session], corpus: Path
+) -> None:
+    """What Celery does to a running task when the broker connection drops (SIGTERM to the child)."""
+    fleet.start_cpu_worker()
+    worker = fleet.start_gpu_worker(engine_env={"FAKE_ENGINE_DELAY_S": "2"})
+    client = ApiClient.for_new_tenant(fleet, sessions)
+    document = client.upload(corpus / "pdf-real" / "normal_4pages.pdf", mode="base")
+    wait_until(
+        lambda: client.document(document["id"])["pages"].get("running", 0) == 4,
+        timeout=60,
+        what="the four pages to be on the engine as one batch",
+        fleet=fleet,
+    )
+    [child] = worker.children()
+    os.kill(child, signal.SIGTERM)
+    assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
+    for page in _pages(sessions, document["id"]):  # the cancelled read cost no attempt
+        assert page.state == "done" and page.attempts == 1 and len(page.ocr_attempts) == 1
+    assert worker.children() == [child], "the pool process (and its engine) should have stayed"
+    assert "task.cancelled" in worker.log()
     assert_invariants(sessions, ids(document))
 
 

@@ -1,0 +1,54 @@
+"""Cancelling a running task hands its claims back instead of dying with them.
+
+When a worker loses its broker connection, Celery terminates the late-acknowledged tasks it is
+running (``worker_cancel_long_running_tasks_on_connection_loss``) by sending SIGTERM to the pool
+process; the watchdog does the same before it exits. Billiard's handler turns SIGTERM into
+``SystemExit`` and the pool process ends: a GPU worker loads its model again, and the pages it
+held were charged an attempt (the batch on the engine released as if it had failed, others left
+to their leases), so a few broker restarts could dead-letter pages that did nothing wrong.
+
+A task declared ``cancellable`` turns that SIGTERM into :class:`TaskCancelled`, raised where the
+task is. Its own clean-up releases what it holds with the attempts refunded, and the process
+stays, engine and all. Outside such a task, billiard's handler applies (``SystemExit``, the
+process goes).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from scriptorium.errors import DependencyUnavailable
+
+
+class TaskCancelled(DependencyUnavailable):
+    """The worker cancelled the running task (its broker connection dropped, or it is exiting)."""
+
+    def __init__(self) -> None:
+        super().__init__("task_cancelled", "the worker cancelled the task: broker connection lost or exiting")
+
+
+@contextmanager
+def cancellable() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`TaskCancelled` here (once; a second one during the
+    clean-up is ignored) instead of ending the process. Outside, the pool's own handler applies.
+    Off the main thread, where signals cannot be handled, it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    cancelled = False
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        nonlocal cancelled
+        if not cancelled:
+            cancelled = True
+            raise TaskCancelled()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
