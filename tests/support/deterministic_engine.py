@@ -7,12 +7,15 @@ switched on through environment variables so tests can steer a real worker proce
 - ``FAKE_ENGINE_DELAY_S``: seconds per page (default 0)
 - ``FAKE_ENGINE_BATCH_DELAY_S``: an engine call takes this long in all, whatever its size (a GPU
   batch stand-in; the engine's own work on the pages counts towards it)
+- ``FAKE_ENGINE_PREPROCESS_S``: seconds of CPU-side preparation per page (resizing, tensors), done
+  by ``preprocess`` ahead of the call when the pipeline asks, else inside ``run``
 - ``FAKE_ENGINE_CRASH_PAGES``: page numbers on which the process dies (SIGKILL-like ``os._exit``)
 - ``FAKE_ENGINE_CRASH_ONCE_FILE``: with CRASH_PAGES, crash only while this file does not exist
   (it is created just before dying), so the retry succeeds
 - ``FAKE_ENGINE_FAIL_PAGES``: page numbers that raise PageFailed
 - ``FAKE_ENGINE_UNDER_READ_BELOW``: a mode; runs in cheaper modes end without EOS
-- ``FAKE_ENGINE_EVENTS``: a file that gets one JSON line per page run (pid, page, mode)
+- ``FAKE_ENGINE_EVENTS``: a file that gets one JSON line per page run (pid, page, mode, whether
+  it arrived prepared)
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image
@@ -43,6 +47,7 @@ class DeterministicEngine:
         self._settings = settings.engine
         self.delay_s = float(os.environ.get("FAKE_ENGINE_DELAY_S", "0"))
         self.batch_delay_s = float(os.environ.get("FAKE_ENGINE_BATCH_DELAY_S", "0"))
+        self.preprocess_s = float(os.environ.get("FAKE_ENGINE_PREPROCESS_S", "0"))
         self.crash_pages = _pages("FAKE_ENGINE_CRASH_PAGES")
         self.crash_once_file = os.environ.get("FAKE_ENGINE_CRASH_ONCE_FILE")
         self.fail_pages = _pages("FAKE_ENGINE_FAIL_PAGES")
@@ -64,6 +69,14 @@ class DeterministicEngine:
         self.run([PageInput(page_no=0, image=Image.new("RGB", (64, 64), "white"), mode=Mode.TINY)])
         self.warmed_up = True
 
+    def preprocess(self, page: PageInput) -> PageInput:
+        return replace(page, prepared=self._prepare(page))
+
+    def _prepare(self, page: PageInput) -> tuple[str, str]:
+        if self.preprocess_s:
+            time.sleep(self.preprocess_s)
+        return (page.mode.value, page.task.value)
+
     def run(self, pages: Sequence[PageInput]) -> list[PageResult]:
         started = time.perf_counter()
         results = [self._read(page) for page in pages]
@@ -81,6 +94,9 @@ class DeterministicEngine:
         if page.page_no in self.fail_pages:
             raise PageFailed(page.page_no, "the test engine was told to fail this page")
         started = time.perf_counter()
+        prepared_ahead = page.prepared == (page.mode.value, page.task.value)
+        if not prepared_ahead:
+            self._prepare(page)
         if self.delay_s:
             time.sleep(self.delay_s)
         width, height = page.image.size
@@ -99,6 +115,7 @@ class DeterministicEngine:
                             "pid": os.getpid(),
                             "page_no": page.page_no,
                             "mode": page.mode.value,
+                            "prepared_ahead": prepared_ahead,
                             "at": time.time(),
                         }
                     )
