@@ -25,7 +25,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image
@@ -33,13 +33,20 @@ from PIL import Image
 from scriptorium.model_families import DEFAULT_MODEL_FAMILY
 from scriptorium.modes import Mode, token_geometry
 from scriptorium.settings import Settings
-from worker.engine.base import Block, Engine, PageFailed, PageInput, PageResult, TokenCounts
+from worker.engine.base import Block, Engine, PageFailed, PageInput, PageResult, PromptTask, TokenCounts
 
 PROMPT_TEXT_TOKENS = 12  # BOS + the task prompt around the placeholders
 
 
 def _pages(variable: str) -> set[int]:
     return {int(p) for p in os.environ.get(variable, "").split(",") if p.strip()}
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    mode: Mode
+    task: PromptTask
+    digest: str
 
 
 class DeterministicEngine:
@@ -72,10 +79,12 @@ class DeterministicEngine:
     def preprocess(self, page: PageInput) -> PageInput:
         return replace(page, prepared=self._prepare(page))
 
-    def _prepare(self, page: PageInput) -> tuple[str, str]:
+    def _prepare(self, page: PageInput) -> _Prepared:
+        """The CPU half of a read (a real engine resizes and tiles here): the page's fingerprint."""
         if self.preprocess_s:
             time.sleep(self.preprocess_s)
-        return (page.mode.value, page.task.value)
+        digest = hashlib.sha256(page.image.resize((16, 16)).tobytes()).hexdigest()[:12]
+        return _Prepared(page.mode, page.task, digest)
 
     def run(self, pages: Sequence[PageInput]) -> list[PageResult]:
         started = time.perf_counter()
@@ -94,16 +103,15 @@ class DeterministicEngine:
         if page.page_no in self.fail_pages:
             raise PageFailed(page.page_no, "the test engine was told to fail this page")
         started = time.perf_counter()
-        prepared_ahead = page.prepared == (page.mode.value, page.task.value)
-        if not prepared_ahead:
-            self._prepare(page)
+        ahead = page.prepared
+        prepared_ahead = isinstance(ahead, _Prepared) and (ahead.mode, ahead.task) == (page.mode, page.task)
+        digest = (ahead if isinstance(ahead, _Prepared) and prepared_ahead else self._prepare(page)).digest
         if self.delay_s:
             time.sleep(self.delay_s)
         width, height = page.image.size
         geometry = token_geometry(
             page.mode, width, height, min_crops=self._settings.min_crops, max_crops=self._settings.max_crops
         )
-        digest = hashlib.sha256(page.image.resize((16, 16)).tobytes()).hexdigest()[:12]
         markdown = f"# Page {page.page_no}\n\nRead at {page.mode.value}; fingerprint {digest}."
         under_read = self.under_read_below is not None and page.mode.rank < self.under_read_below.rank
         output_tokens = len(markdown.split()) + (0 if under_read else 1)
