@@ -51,14 +51,23 @@ def tenant() -> None:
 
 @tenant.command("create")
 @click.argument("name")
-def tenant_create(name: str) -> int:
+@click.option(
+    "--model",
+    metavar="FAMILY",
+    help="the tenant's default model (deepseek-ocr, unlimited-ocr); default: the fleet's models.default",
+)
+def tenant_create(name: str, model: str | None) -> int:
     """Create tenant NAME and print its first API key (on stdout, once)."""
+    from scriptorium.model_choice import ModelRejected
     from scriptorium.tenants import create_tenant
 
     try:
         with _unit_of_work() as uow:
             session = uow.session
-            issued = create_tenant(session, name)
+            issued = create_tenant(session, name, default_model=model, models=settings().models)
+    except ModelRejected as error:
+        fail(f"{error.code}: {error.message}")
+        return EXIT_REFUSED
     except ValueError as error:
         fail(str(error))
         return EXIT_REFUSED
@@ -153,6 +162,40 @@ def tenant_quota(ctx: click.Context, /, name: str, **_: object) -> int:
         fail(error.message)
         return EXIT_REFUSED
     click.echo(json.dumps({"tenant": name, **asdict(current)}, indent=2))
+    return EXIT_OK
+
+
+@tenant.command("model", short_help="Show or set a tenant's default model.")
+@click.argument("name")
+@click.argument("model", required=False, metavar="[FAMILY|none]")
+def tenant_model(name: str, model: str | None) -> int:
+    """Show tenant NAME's default model as JSON; with FAMILY (deepseek-ocr, unlimited-ocr), set it,
+    or with `none` leave it to the fleet's models.default. Documents, batches and watches that name
+    a model of their own keep it; the change applies to documents accepted from now on."""
+    from scriptorium.api_keys import TenantNotFound, tenant_named
+    from scriptorium.model_choice import ModelRejected
+    from scriptorium.tenants import effective_default_model, set_default_model
+
+    models = settings().models
+    try:
+        with _unit_of_work() as uow:
+            owner = tenant_named(uow.session, name)
+            if model is not None:
+                set_default_model(owner, None if model.lower() in ("none", "default") else model, models)
+                uow.session.flush()
+            shown = {
+                "tenant": name,
+                "default_model": owner.default_model,
+                "effective_model": effective_default_model(owner, models).value,
+                "served": [family.value for family in models.served],
+            }
+    except TenantNotFound as error:
+        fail(error.message)
+        return EXIT_REFUSED
+    except ModelRejected as error:
+        fail(f"{error.code}: {error.message}")
+        return EXIT_REFUSED
+    click.echo(json.dumps(shown, indent=2))
     return EXIT_OK
 
 

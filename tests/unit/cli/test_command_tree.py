@@ -29,6 +29,7 @@ EXPECTED = {
     ("tenant",),
     ("tenant", "create"),
     ("tenant", "quota"),
+    ("tenant", "model"),
     ("tenant", "key"),
     ("tenant", "key", "create"),
     ("tenant", "key", "list"),
