@@ -154,6 +154,8 @@ def test_a_result_is_never_reused_for_another_model(db_sessions: sessionmaker[Se
     not reused, completed or in progress; the same model's is."""
     owner, fingerprint, revision = new_tenant(db_sessions), _fingerprint(), f"rev-{uuid.uuid4().hex[:8]}"
     completed = _original(db_sessions, owner, fingerprint, pages=1, state=DocumentState.PROCESSING)
+    with db_sessions() as session:  # in progress: an upload for another model does not wait on it
+        assert find_original(session, owner.id, fingerprint, model=UNLIMITED) is None
     _read_document(db_sessions, completed, 1, revision)
     with db_sessions.begin() as session:
         announce_revision(session, revision, DEEPSEEK)
