@@ -15,7 +15,7 @@ import io
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -23,6 +23,9 @@ from sqlalchemy import String, cast, distinct, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from scriptorium.db.models import Document, UsageEntry
+from scriptorium.errors import DomainError
+
+DEFAULT_WINDOW = timedelta(days=30)
 
 
 class GroupBy(StrEnum):
@@ -31,6 +34,24 @@ class GroupBy(StrEnum):
     MODEL = "model"
     BATCH = "batch"
     DOCUMENT = "document"
+
+
+class InvalidWindow(DomainError):
+    def __init__(self) -> None:
+        super().__init__("invalid_window", "`from` must be before `to`")
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def usage_window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    """``[start, end)`` in UTC (naive times are UTC): by default the 30 days up to now."""
+    end = _utc(end) if end else datetime.now(UTC)
+    start = _utc(start) if start else end - DEFAULT_WINDOW
+    if start >= end:
+        raise InvalidWindow()
+    return start, end
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -11,16 +11,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from api.deps import SessionDep, TenantDep
-from api.errors import ApiError
 from api.schemas import error_responses
 from scriptorium.db.models import Document
 from scriptorium.model_choice import known_model
 from scriptorium.quotas import quota_of
 from scriptorium.states import DocumentState
-from scriptorium.usage import GroupBy, UsageLine, lines_as_csv, usage_lines, usage_total
+from scriptorium.usage import GroupBy, UsageLine, lines_as_csv, usage_lines, usage_total, usage_window
 
 router = APIRouter(prefix="/v1", tags=["usage"])
-DEFAULT_WINDOW = timedelta(days=30)
 ERRORS = error_responses(401, 422, 429)
 
 
@@ -62,18 +60,6 @@ class QuotaOut(BaseModel):
     rate_limit_burst: int | None
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    end = _utc(end) if end else datetime.now(UTC)
-    start = _utc(start) if start else end - DEFAULT_WINDOW
-    if start >= end:
-        raise ApiError(422, "invalid_window", "`from` must be before `to`")
-    return start, end
-
-
 def _out(line: UsageLine) -> UsageLineOut:
     return UsageLineOut.model_validate(line.as_dict())
 
@@ -101,7 +87,7 @@ def usage(
     ] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Response:
-    start, end = _window(start, end)
+    start, end = usage_window(start, end)
     family = None if model is None else known_model(model).value  # unserved ones still have usage
     lines = usage_lines(session, tenant.id, start=start, end=end, group_by=group_by, model=family)
     if format == "csv":

@@ -199,6 +199,66 @@ def tenant_model(name: str, model: str | None) -> int:
     return EXIT_OK
 
 
+USAGE_GROUPS = ("day", "mode", "model", "batch", "document")  # scriptorium.usage.GroupBy
+
+
+@tenant.command("usage", short_help="A tenant's usage bill, split by model.")
+@click.argument("name")
+@click.option("--from", "start", type=click.DateTime(), help="inclusive, UTC (default: --to minus 30 days)")
+@click.option("--to", "end", type=click.DateTime(), help="exclusive, UTC (default: now)")
+@click.option("--group-by", type=click.Choice(USAGE_GROUPS), default="model", show_default=True)
+@click.option("--model", metavar="FAMILY", help="only this model family's usage")
+@click.option("--csv", "as_csv", is_flag=True, help="the lines as CSV instead of JSON")
+def tenant_usage(
+    *,
+    name: str,
+    start: datetime | None,
+    end: datetime | None,
+    group_by: str,
+    model: str | None,
+    as_csv: bool,
+) -> int:
+    """Tenant NAME's usage from the ledger, as GET /v1/usage reports it: lines per group, the split by
+    model family and the total (JSON), or the lines alone (CSV)."""
+    from scriptorium.api_keys import TenantNotFound, tenant_named
+    from scriptorium.errors import DomainError
+    from scriptorium.model_choice import known_model
+    from scriptorium.usage import GroupBy, lines_as_csv, usage_lines, usage_total, usage_window
+
+    grouping = GroupBy(group_by)
+    try:
+        family = None if model is None else known_model(model).value
+        start, end = usage_window(start, end)
+        with _unit_of_work() as uow:
+            owner_id = tenant_named(uow.session, name).id
+            lines = usage_lines(uow.session, owner_id, start=start, end=end, group_by=grouping, model=family)
+            models = usage_lines(
+                uow.session, owner_id, start=start, end=end, group_by=GroupBy.MODEL, model=family
+            )
+            total = usage_total(uow.session, owner_id, start=start, end=end, model=family)
+    except TenantNotFound as error:
+        fail(error.message)
+        return EXIT_REFUSED
+    except DomainError as error:  # an unknown model, or an empty window
+        fail(f"{error.code}: {error.message}")
+        return EXIT_REFUSED
+    if as_csv:
+        click.echo(lines_as_csv(lines, grouping), nl=False)
+        return EXIT_OK
+    report = {
+        "tenant": name,
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "group_by": grouping.value,
+        "model": family,
+        "lines": [line.as_dict() for line in lines],
+        "models": [line.as_dict() for line in models],
+        "total": total.as_dict(),
+    }
+    click.echo(json.dumps(report, indent=2))
+    return EXIT_OK
+
+
 @tenant.group("key", short_help="Issue, list, rotate and revoke API keys.")
 def tenant_key() -> None:
     """Issue, list, rotate and revoke a tenant's API keys (only their hashes are stored)."""

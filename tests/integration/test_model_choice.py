@@ -269,3 +269,37 @@ def test_operators_set_a_tenant_s_default_model_among_the_served_ones(
     assert json.loads(reset.stdout)["default_model"] is None
     assert json.loads(reset.stdout)["effective_model"] == DEEPSEEK
     assert _default_model(sessions, name) is None
+
+
+def test_operators_read_a_tenant_s_usage_split_by_model(
+    env: dict[str, str], sessions: sessionmaker[Session]
+) -> None:
+    owner, _ = _tenant(sessions)
+    with sessions.begin() as session:
+        read_by_deepseek = builders.document_with_pages(session, owner, pages=1, model=DEEPSEEK).id
+        read_by_unlimited = builders.document_with_pages(session, owner, pages=2, model=UNLIMITED).id
+    assert read_page(sessions, read_by_deepseek, 1)
+    assert read_page(sessions, read_by_unlimited, 1, model=UNLIMITED)
+    assert read_page(sessions, read_by_unlimited, 2, model=UNLIMITED)
+
+    shown = _scriptorium(env, "tenant", "usage", owner.name)
+    assert shown.exit_code == 0, shown.output
+    report = json.loads(shown.stdout)
+    assert report["group_by"] == "model" and report["model"] is None
+    assert [(line["key"], line["pages"]) for line in report["lines"]] == [(DEEPSEEK, 1), (UNLIMITED, 2)]
+    assert report["models"] == report["lines"] and report["total"]["pages"] == 3
+
+    narrowed = json.loads(
+        _scriptorium(
+            env, "tenant", "usage", owner.name, "--group-by", "document", "--model", UNLIMITED
+        ).stdout
+    )
+    assert [line["key"] for line in narrowed["lines"]] == [str(read_by_unlimited)]
+    assert narrowed["total"]["pages"] == 2
+
+    exported = _scriptorium(env, "tenant", "usage", owner.name, "--csv")
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert [(row["model"], row["pages"]) for row in rows] == [(DEEPSEEK, "1"), (UNLIMITED, "2")]
+
+    unknown = _scriptorium(env, "tenant", "usage", owner.name, "--model", "ocr")
+    assert unknown.exit_code == 1 and "unknown_model" in unknown.stderr

@@ -30,6 +30,7 @@ EXPECTED = {
     ("tenant", "create"),
     ("tenant", "quota"),
     ("tenant", "model"),
+    ("tenant", "usage"),
     ("tenant", "key"),
     ("tenant", "key", "create"),
     ("tenant", "key", "list"),
