@@ -20,7 +20,14 @@ from scriptorium.db.models import Document, Tenant
 from scriptorium.model_families import ModelFamily
 from scriptorium.settings import ModelsSettings, Settings
 from scriptorium.storage import ObjectStore
-from tests.integration.batches.conftest import SOURCE, items_of, png, put_object
+from tests.integration.batches.conftest import (
+    SOURCE,
+    documents_of,
+    finish_document,
+    items_of,
+    png,
+    put_object,
+)
 from tests.integration.batches.test_watches import minio_notification
 from tests.support import builders
 from worker.ingestion import expand_batch, ingest_watch
@@ -132,6 +139,24 @@ def test_files_uploaded_into_an_open_batch_get_its_model_or_the_fleet_s(
         assert uploaded.status_code == 202, uploaded.text
         assert uploaded.json()["model"] == expected
         assert _model_of(sessions, uploaded.json()["id"]) == expected
+
+
+def test_a_retried_document_keeps_its_model(models_api: TestClient, sessions: sessionmaker[Session]) -> None:
+    _, headers = _tenant(sessions, default_model=None)
+    batch = _batch(models_api, headers, data={"model": UNLIMITED})  # not the column's default
+    uploaded = models_api.post(
+        f"/v1/batches/{batch['id']}/documents",
+        headers=headers,
+        files={"file": ("a.png", io.BytesIO(png(f"retry {uuid.uuid4()}")))},
+    )
+    assert uploaded.status_code == 202, uploaded.text
+    assert models_api.post(f"/v1/batches/{batch['id']}/close", headers=headers).status_code == 200
+    finish_document(sessions, uuid.UUID(uploaded.json()["id"]), fail=True)
+
+    retried = models_api.post(f"/v1/batches/{batch['id']}/retry-failed", headers=headers)
+    assert retried.status_code == 202 and retried.json()["retried_documents"] == 1
+    first, second = documents_of(sessions, batch["id"])
+    assert first.state == "failed" and (second.state, second.model) == ("received", UNLIMITED)
 
 
 def test_a_batch_naming_an_unknown_model_is_refused_when_created(
