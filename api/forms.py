@@ -8,6 +8,7 @@ from api.schemas import BatchOut, DocumentOut
 from scriptorium.acceptance import DocumentOptions, DocumentSpec, parse_json_object, resolve_spec
 from scriptorium.db.models import Tenant
 from scriptorium.idempotency import REPLAYED_HEADER
+from scriptorium.settings import ModelsSettings
 from scriptorium.states import Lane
 
 
@@ -22,6 +23,8 @@ def document_options(
     priority: Lane | None,
     dedup: bool,
     default_priority: Lane,
+    models: ModelsSettings,
+    model: str | None = None,
     password: str | None = None,
     webhook_url: str | None = None,
 ) -> tuple[DocumentOptions, DocumentSpec]:
@@ -36,12 +39,15 @@ def document_options(
             "metadata": parse_json_object(metadata, code="invalid_metadata", what="metadata"),
             "priority": priority,
             "dedup": dedup,
+            "model": model or None,
         }
     )
     spec = resolve_spec(
         options,
         tenant_policy=tenant.routing_policy,
         default_priority=default_priority,
+        models=models,
+        tenant_model=tenant.default_model,
         password=password,
         webhook_url=webhook_url,
     )

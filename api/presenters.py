@@ -58,6 +58,7 @@ def present_document(
         sha256=document.sha256,
         task=document.task,
         priority=document.priority,
+        model=document.model,
         duplicate_of=document.duplicate_of,
         routing_policy=document.routing_policy,
         page_selection=document.page_selection,
@@ -106,7 +107,8 @@ def _figures(page: Page, store: ObjectStore) -> list[FigureOut]:
     ]
 
 
-def present_page(page: Page, store: ObjectStore) -> PageOut:
+def present_page(page: Page, document: Document, store: ObjectStore) -> PageOut:
+    """``document`` is the page's own: for a duplicate's page, the duplicate (same model)."""
     return PageOut(
         document_id=page.document_id,
         page_no=page.page_no,
@@ -128,6 +130,7 @@ def present_page(page: Page, store: ObjectStore) -> PageOut:
         engine_seconds=round(page.engine_seconds, 4),
         model_revision=page.model_revision,
         model=page.model,
+        document_model=document.model,
         markdown=page.markdown,
         blocks=_blocks(page),
         figures=_figures(page, store),
@@ -146,6 +149,7 @@ def present_page_result(page: Page, store: ObjectStore) -> PageResultOut:
         figures=_figures(page, store),
         tokens=page_tokens(page),
         under_read=page.under_read,
+        model=page.model,
         error=_error(page.error_code, page.error_message),
     )
 

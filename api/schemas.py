@@ -54,6 +54,7 @@ class DocumentOut(BaseModel):
     sha256: str
     task: str
     priority: str = Field(description="interactive or bulk lane")
+    model: str = Field(description="the model family that reads it: deepseek-ocr or unlimited-ocr")
     duplicate_of: uuid.UUID | None = Field(description="the earlier document whose result this one reuses")
     routing_policy: dict[str, Any]
     page_selection: str | None
@@ -113,6 +114,7 @@ class PageOut(BaseModel):
     model: str | None = Field(
         default=None, description="the model family that read the page: deepseek-ocr or unlimited-ocr"
     )
+    document_model: str = Field(description="the model family the page's document chose")
     markdown: str | None
     blocks: list[BlockOut]
     figures: list[FigureOut]
@@ -129,6 +131,7 @@ class PageResultOut(BaseModel):
     figures: list[FigureOut]
     tokens: TokenTotals
     under_read: bool
+    model: str | None = Field(default=None, description="the model family that read the page")
     error: ErrorDetail | None
 
 

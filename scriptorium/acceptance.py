@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
 from scriptorium.db.models import Document
@@ -25,9 +25,11 @@ from scriptorium.dispatch import send_prepare
 from scriptorium.errors import DomainError
 from scriptorium.idempotency import check_key, insert_or_replay
 from scriptorium.lifecycle.documents import admit_duplicate
+from scriptorium.model_choice import resolve_model
+from scriptorium.model_families import MODEL_FAMILY_NAMES
 from scriptorium.page_ranges import parse_page_selection
 from scriptorium.policy import RoutingPolicy
-from scriptorium.settings import Settings
+from scriptorium.settings import ModelsSettings, Settings
 from scriptorium.states import DocumentState, Lane
 from scriptorium.storage import ObjectStore, StoredObject, raw_key
 from scriptorium.unit_of_work import UnitOfWork
@@ -53,6 +55,12 @@ class DocumentOptions(BaseModel):
     metadata: dict[str, Any] | None = None
     priority: Lane | None = None
     dedup: bool | None = None  # reuse an earlier identical document's result (default true)
+    model: str | None = Field(
+        default=None,
+        max_length=64,
+        description=f"the model family that reads the document: {', '.join(MODEL_FAMILY_NAMES)} "
+        "(default: the tenant's default, then the fleet's)",
+    )
 
     def over(self, defaults: DocumentOptions) -> DocumentOptions:
         """These options on top of ``defaults``: set fields win; policy and metadata merge by key."""
@@ -83,6 +91,7 @@ class DocumentSpec:
     page_selection: str | None
     metadata: dict[str, Any]
     priority: Lane
+    model: str
     dedup: bool = True
     password: str | None = None
     webhook_url: str | None = None
@@ -116,10 +125,13 @@ def resolve_spec(
     *,
     tenant_policy: dict[str, Any] | None,
     default_priority: Lane,
+    models: ModelsSettings,
+    tenant_model: str | None = None,
     password: str | None = None,
     webhook_url: str | None = None,
 ) -> DocumentSpec:
-    """Validate options into a spec; raises OptionsRejected, or InputRejected for a bad page selection."""
+    """Validate options into a spec; raises OptionsRejected, ModelRejected for a model this fleet
+    cannot read with, or InputRejected for a bad page selection."""
     if options.pages:
         parse_page_selection(options.pages)
     metadata = options.metadata or {}
@@ -131,6 +143,7 @@ def resolve_spec(
         page_selection=options.pages or None,
         metadata=metadata,
         priority=options.priority or default_priority,
+        model=resolve_model(models, options.model, tenant_model).value,
         dedup=options.dedup is not False,
         password=password or None,
         webhook_url=webhook_url,
@@ -167,6 +180,7 @@ class Dedup:
             return None
         return fingerprint(
             sha256=document.sha256,
+            model=document.model,
             task=document.task,
             page_selection=document.page_selection,
             routing_policy=document.routing_policy,
@@ -204,6 +218,7 @@ def new_document(
         request_id=request_id,
         webhook_url=spec.webhook_url,
         priority=spec.priority,
+        model=spec.model,
         batch_id=batch_id,
     )
 
@@ -222,7 +237,7 @@ def accept_document(
     session = uow.session
     document.dedup_fingerprint = dedup.fingerprint_of(document)
     original = (
-        find_original(session, document.tenant_id, document.dedup_fingerprint)
+        find_original(session, document.tenant_id, document.dedup_fingerprint, model=document.model)
         if dedup.enabled and document.dedup_fingerprint
         else None
     )

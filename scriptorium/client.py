@@ -138,8 +138,12 @@ def collect_files(paths: Sequence[Path]) -> list[tuple[Path, str]]:
     return found
 
 
-def document_fields(*, mode: str, task: str, pages: str | None, priority: str | None) -> dict[str, str]:
+def document_fields(
+    *, mode: str, task: str, pages: str | None, priority: str | None, model: str | None = None
+) -> dict[str, str]:
     fields = {"task": task}
+    if model:
+        fields["model"] = model
     if mode:
         fields["mode"] = mode
     if pages:
@@ -211,11 +215,12 @@ def ingest_paths(
     progress: bool = True,
     batch: str | None = None,
     priority: str | None = None,
+    model: str | None = None,
     concurrency: int = 4,
 ) -> int:
     """Upload files (into batch ``batch`` when named, resumably); returns an exit code."""
     files = collect_files(paths)
-    common = document_fields(mode=mode, task=task, pages=pages, priority=priority)
+    common = document_fields(mode=mode, task=task, pages=pages, priority=priority, model=model)
     summary = IngestSummary()
     client = ApiClient(base_url, api_key)
     try:
@@ -301,6 +306,7 @@ def ingest_prefix(
     task: str = "markdown",
     pages: str | None = None,
     priority: str | None = None,
+    model: str | None = None,
     progress: bool = True,
     watch: bool = False,
 ) -> int:
@@ -309,7 +315,7 @@ def ingest_prefix(
     fields = {
         "name": name,
         "prefix": uri,
-        **document_fields(mode=mode, task=task, pages=pages, priority=priority),
+        **document_fields(mode=mode, task=task, pages=pages, priority=priority, model=model),
     }
     client = ApiClient(base_url, api_key)
     try:
@@ -328,8 +334,10 @@ def describe(batch: dict[str, Any]) -> str:
     progress = batch["progress"]
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(batch["outcomes"].items()) if v)
     tokens = batch["tokens"]
+    model = batch.get("options", {}).get("model")
     line = (
         f"batch {batch['id']} ({batch['name']}): {batch['state']}, round {batch['round']}; "
+        f"{f'model {model}; ' if model else ''}"
         f"{progress['finished']}/{progress['inputs']} inputs final"
         f"{'' if progress['inputs_complete'] else ' (still discovering)'}; "
         f"{outcomes or 'no outcomes yet'}; tokens vision {tokens['vision']} output {tokens['output']}"

@@ -1,11 +1,12 @@
 """Per-tenant content-hash dedup: the same bytes, read the same way by the same model, are read once.
 
 A document's fingerprint hashes the SHA-256 of its bytes with everything else that decides its
-result: the task, the page selection (canonical, so ``1-3`` equals ``3,1,2``), the resolved
-routing policy and the rendering settings (dpi, gundam tiling bounds). When an upload matches an
-earlier *root* document of the same tenant (one that is not itself a duplicate):
+result: the model family that reads it, the task, the page selection (canonical, so ``1-3``
+equals ``3,1,2``), the resolved routing policy and the rendering settings (dpi, gundam tiling
+bounds). When an upload matches an earlier *root* document of the same tenant and model (one
+that is not itself a duplicate):
 
-- completed, every page read by the model revision GPU workers serve now: the upload is
+- completed, every page read by the revision of its model GPU workers serve now: the upload is
   completed at once as its duplicate (``duplicate_of``). No preparation, no GPU work, zero
   tokens: nothing was spent again, so nothing is charged again; its result endpoints serve the
   original's pages.
@@ -16,8 +17,11 @@ earlier *root* document of the same tenant (one that is not itself a duplicate):
 
 Uploads with a PDF password are not fingerprinted (the password is part of what decides the
 result, and is not kept). ``dedup=false`` skips the lookup; such a document can still serve
-later uploads. The revision is what GPU workers announce (:func:`announce_revision`); results
-of an older revision are not reused once a newer one has been announced.
+later uploads. The revision is what GPU workers announce for their family
+(:func:`announce_revision`); results of an older revision of a family are not reused once a newer
+one of that family has been announced, and a family's announcements never retire another's
+results. Results are never reused across models: the model is in the fingerprint (version 2;
+fingerprints of version 1, written before documents chose their model, match no new upload).
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased
 
 from scriptorium.db.models import Document, EngineRevision, Page
+from scriptorium.model_families import ModelFamily
 from scriptorium.page_ranges import parse_page_selection
 from scriptorium.states import TERMINAL_DOCUMENT_STATES, DocumentState, PageState
 
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2
 IN_PROGRESS_STATES = (
     DocumentState.RECEIVED,
     DocumentState.PAUSED,
@@ -71,6 +76,7 @@ def _render_range(first: int, last: float) -> str:
 def fingerprint(
     *,
     sha256: str,
+    model: str,
     task: str,
     page_selection: str | None,
     routing_policy: dict[str, Any],
@@ -82,6 +88,7 @@ def fingerprint(
     identity = {
         "v": FINGERPRINT_VERSION,
         "sha256": sha256,
+        "model": model,
         "task": task,
         "pages": canonical_pages(page_selection),
         "policy": routing_policy,
@@ -91,26 +98,37 @@ def fingerprint(
     return hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def announce_revision(session: Session, revision: str) -> None:
-    """A GPU worker says which model revision it serves (at start, and when it reads pages)."""
+def announce_revision(session: Session, revision: str, model: ModelFamily | str) -> None:
+    """A GPU worker says which revision of which model family it serves (when its engine starts)."""
     seen = func.clock_timestamp()  # not now(): announcements within one transaction keep their order
-    statement = insert(EngineRevision).values(revision=revision, first_seen_at=seen, last_seen_at=seen)
+    family = ModelFamily(model).value
+    statement = insert(EngineRevision).values(
+        revision=revision, model=family, first_seen_at=seen, last_seen_at=seen
+    )
     session.execute(
-        statement.on_conflict_do_update(index_elements=[EngineRevision.revision], set_={"last_seen_at": seen})
+        statement.on_conflict_do_update(
+            index_elements=[EngineRevision.revision], set_={"last_seen_at": seen, "model": family}
+        )
     )
 
 
-def served_revision(session: Session) -> str | None:
-    """The revision most recently announced, or None before any GPU worker has started."""
+def served_revision(session: Session, model: ModelFamily | str) -> str | None:
+    """The revision of ``model`` most recently announced, or None before any GPU worker of it started."""
     value: str | None = session.execute(
-        select(EngineRevision.revision).order_by(EngineRevision.last_seen_at.desc()).limit(1)
+        select(EngineRevision.revision)
+        .where(EngineRevision.model == ModelFamily(model).value)
+        .order_by(EngineRevision.last_seen_at.desc())
+        .limit(1)
     ).scalar_one_or_none()
     return value
 
 
-def find_original(session: Session, tenant_id: uuid.UUID, document_fingerprint: str) -> Document | None:
-    """The earlier root document an upload may reuse: a completed one first, else one in progress."""
-    revision = served_revision(session)
+def find_original(
+    session: Session, tenant_id: uuid.UUID, document_fingerprint: str, *, model: ModelFamily | str
+) -> Document | None:
+    """The earlier root document of the same model an upload may reuse: a completed one first (read
+    by the latest served revision of that model), else one in progress."""
+    revision = served_revision(session, model)
     reusable: ColumnElement[bool] = Document.state.in_(IN_PROGRESS_STATES)
     if revision is not None:
         read_by_another_revision = exists().where(
@@ -125,6 +143,7 @@ def find_original(session: Session, tenant_id: uuid.UUID, document_fingerprint: 
         .where(
             Document.tenant_id == tenant_id,
             Document.dedup_fingerprint == document_fingerprint,
+            Document.model == ModelFamily(model).value,
             Document.duplicate_of.is_(None),
             reusable,
         )

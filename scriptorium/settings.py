@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from scriptorium.model_families import ModelFamily
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY, ModelFamily
 from scriptorium.modes import DEFAULT_MAX_CROPS, DEFAULT_MIN_CROPS
 
 DEFAULT_SECRET = "change-me"  # noqa: S105 - the sentinel production refuses to start with
@@ -76,6 +76,24 @@ class EngineSettings(BaseModel):
     batch_token_budget: int = 65_536  # prompt + new tokens of all pages in one call (≈3.75 GiB KV in bf16)
     max_batch_pages: int = 8
     warmup: bool = True
+
+
+class ModelsSettings(BaseModel):
+    """Which model families this fleet reads documents with, and the one a document gets when
+    neither it, its batch or watch, nor its tenant names one."""
+
+    served: list[ModelFamily] = Field(default_factory=lambda: [DEFAULT_MODEL_FAMILY], min_length=1)
+    default: ModelFamily = DEFAULT_MODEL_FAMILY
+
+    @model_validator(mode="after")
+    def _default_is_served(self) -> ModelsSettings:
+        self.served = list(dict.fromkeys(self.served))
+        if self.default not in self.served:
+            raise ValueError(
+                f"models.default {self.default.value!r} is not in models.served "
+                f"({', '.join(family.value for family in self.served)})"
+            )
+        return self
 
 
 class PrepareSettings(BaseModel):
@@ -211,6 +229,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
     prepare: PrepareSettings = Field(default_factory=PrepareSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

@@ -63,7 +63,8 @@ class ProcessState:
                 engine.warmup()
             runtime.ocr_engine = engine
             with runtime.units.committing() as uow:
-                announce_revision(uow.session, engine.revision)  # dedup reuses only results of served weights
+                # dedup reuses only results of the weights served now for this family
+                announce_revision(uow.session, engine.revision, engine.model)
             metrics.record_engine_ready(
                 engine, load_seconds=loaded - started, warmup_seconds=time.perf_counter() - loaded
             )

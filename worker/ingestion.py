@@ -70,6 +70,8 @@ from scriptorium.batches.watches import (
 from scriptorium.db.models import Batch, BatchItem, Document, Tenant, Watch
 from scriptorium.errors import InputRejected
 from scriptorium.logging import get_logger
+from scriptorium.model_choice import ModelRejected
+from scriptorium.settings import ModelsSettings
 from scriptorium.sources import (
     ListedObject,
     SourceRegistry,
@@ -125,18 +127,30 @@ class Owner:
     tenant_id: uuid.UUID
     name: str
     routing_policy: dict[str, Any] | None
+    default_model: str | None
 
 
 def _owner(session: Session, tenant_id: uuid.UUID) -> Owner:
     tenant = session.get(Tenant, tenant_id)
     assert tenant is not None
-    return Owner(tenant_id=tenant.id, name=tenant.name, routing_policy=tenant.routing_policy)
+    return Owner(
+        tenant_id=tenant.id,
+        name=tenant.name,
+        routing_policy=tenant.routing_policy,
+        default_model=tenant.default_model,
+    )
 
 
-def _spec(options: DocumentOptions, owner: Owner) -> DocumentSpec | IntakeRefused:
+def _spec(options: DocumentOptions, owner: Owner, models: ModelsSettings) -> DocumentSpec | IntakeRefused:
     try:
-        return resolve_spec(options, tenant_policy=owner.routing_policy, default_priority=Lane.BULK)
-    except OptionsRejected as rejected:
+        return resolve_spec(
+            options,
+            tenant_policy=owner.routing_policy,
+            default_priority=Lane.BULK,
+            models=models,
+            tenant_model=owner.default_model,
+        )
+    except (OptionsRejected, ModelRejected) as rejected:
         return IntakeRefused(IntakeReason.INVALID_OPTIONS, f"{rejected.code}: {rejected.message}")
     except InputRejected as rejected:
         return IntakeRefused(IntakeReason.INVALID_OPTIONS, f"{rejected.reason.value}: {rejected.message}")
@@ -392,7 +406,11 @@ class BatchRun:
                 return handled, failed, room <= 0 and self._has_pending()
             after = items[-1].seq
             specs = {
-                item.seq: _spec(DocumentOptions.parse(item.options or {}).over(self.defaults), self.owner)
+                item.seq: _spec(
+                    DocumentOptions.parse(item.options or {}).over(self.defaults),
+                    self.owner,
+                    self.runtime.settings.models,
+                )
                 for item in items
             }
             ready = [item for item in items if isinstance(specs[item.seq], DocumentSpec)]
@@ -561,7 +579,7 @@ def ingest_watch(runtime: WorkerRuntime, watch_id: uuid.UUID) -> int:
             return 0
         owner = _owner(session, watch.tenant_id)
         session.expunge(watch)
-    spec = _spec(DocumentOptions.parse(watch.options), owner)
+    spec = _spec(DocumentOptions.parse(watch.options), owner, runtime.settings.models)
     workers = max(1, runtime.settings.intake.copy_concurrency)
     made = 0
     while not budget.spent:

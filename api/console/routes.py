@@ -203,6 +203,7 @@ def documents(
             "next_cursor": listing.next_cursor,
             "filters": {"state": state.value if state else "", "batch": str(batch or ""), "q": q or ""},
             "states": [s.value for s in DocumentState],
+            "models": [family.value for family in runtime.settings.models.served],
             "live": live,
         },
     )
@@ -219,6 +220,7 @@ def upload(
     pages: Annotated[str | None, Form(max_length=200)] = None,
     mode: Annotated[str, Form(max_length=16)] = "",
     priority: Annotated[Lane, Form()] = Lane.INTERACTIVE,
+    model: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
     auth.check_csrf(request, csrf_token, console.csrf_token)
     accepted = document_routes.upload_document(
@@ -236,6 +238,7 @@ def upload(
         webhook_url=None,
         priority=priority,
         dedup=True,
+        model=model or None,
         idempotency_key=None,
     )
     return _back(f"/console/documents/{_json(accepted)['id']}")
@@ -546,6 +549,7 @@ def usage(request: Request, session: SessionDep, console: ConsoleSessionDep) -> 
                 bar_chart("Output tokens per day", series("output_tokens"), height=140),
             ],
             "modes": by_mode,
+            "models": usage_lines(session, tenant_id, start=start, end=end, group_by=GroupBy.MODEL),
             "mode_max": mode_max,
             "total": usage_total(session, tenant_id, start=start, end=end),
             "start": start,
@@ -560,7 +564,13 @@ def usage_csv(
 ) -> Response:
     start, end = _usage_window()
     return usage_routes.usage(
-        session=session, tenant=console.tenant, start=start, end=end, group_by=group_by, format="csv"
+        session=session,
+        tenant=console.tenant,
+        start=start,
+        end=end,
+        group_by=group_by,
+        model=None,
+        format="csv",
     )
 
 

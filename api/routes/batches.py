@@ -132,6 +132,14 @@ def create(
     metadata: Annotated[str | None, Form(description="a JSON object stored with every document")] = None,
     priority: Annotated[Lane, Form(description="bulk (default) or interactive")] = Lane.BULK,
     dedup: Annotated[bool, Form(description="reuse results of identical earlier documents")] = True,
+    model: Annotated[
+        str | None,
+        Form(
+            max_length=64,
+            description="the model family that reads every document (deepseek-ocr or unlimited-ocr; "
+            "a manifest line may name its own); default: the tenant's default, then the fleet's",
+        ),
+    ] = None,
     webhook_url: Annotated[
         str | None, Form(description="POST batch events here, signed with the tenant's signing secret")
     ] = None,
@@ -161,6 +169,8 @@ def create(
         priority=priority,
         dedup=dedup,
         default_priority=Lane.BULK,
+        models=settings.models,
+        model=model,
     )
     checked_webhook = document_webhook_url(session, tenant.id, webhook_url, settings) if webhook_url else None
     batch_id = uuid.uuid4()
@@ -265,7 +275,11 @@ def upload_into(
     if batch.state != BatchState.OPEN:
         raise BatchConflict("batch_not_open", f"the batch is {batch.state}; files go into an open batch only")
     spec = resolve_spec(
-        DocumentOptions.parse(batch.options), tenant_policy=tenant.routing_policy, default_priority=Lane.BULK
+        DocumentOptions.parse(batch.options),
+        tenant_policy=tenant.routing_policy,
+        default_priority=Lane.BULK,
+        models=settings.models,
+        tenant_model=tenant.default_model,
     )
     label = (name or file.filename or "upload")[:1024]
     document_id = uuid.uuid4()

@@ -90,6 +90,14 @@ def upload_document(
             description="reuse the result of an earlier upload of the same bytes and options (default true)"
         ),
     ] = True,
+    model: Annotated[
+        str | None,
+        Form(
+            max_length=64,
+            description="the model family that reads it: deepseek-ocr or unlimited-ocr "
+            "(default: the tenant's default, then the fleet's); it must be one this fleet serves",
+        ),
+    ] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> Response:
     settings = runtime.settings
@@ -113,6 +121,8 @@ def upload_document(
         priority=priority,
         dedup=dedup,
         default_priority=Lane.INTERACTIVE,
+        models=settings.models,
+        model=model,
         password=password,
         webhook_url=checked_webhook_url,
     )
@@ -147,6 +157,7 @@ def upload_document(
         size=document.size_bytes,
         sha256=document.sha256,
         task=task,
+        model=document.model,
         priority=document.priority,
         duplicate_of=document.duplicate_of and str(document.duplicate_of),
     )
@@ -254,7 +265,7 @@ def get_page(
     page = session.get(Page, (_pages_source(session, document).id, page_no))
     if page is None:
         raise NotFound(f"document {document_id} has no selected page {page_no}")
-    return present_page(page, runtime.store).model_copy(update={"document_id": document.id})
+    return present_page(page, document, runtime.store).model_copy(update={"document_id": document.id})
 
 
 @router.delete(

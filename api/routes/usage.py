@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -11,20 +11,21 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from api.deps import SessionDep, TenantDep
-from api.errors import ApiError
 from api.schemas import error_responses
 from scriptorium.db.models import Document
+from scriptorium.model_choice import known_model
 from scriptorium.quotas import quota_of
 from scriptorium.states import DocumentState
-from scriptorium.usage import GroupBy, UsageLine, lines_as_csv, usage_lines, usage_total
+from scriptorium.usage import GroupBy, UsageLine, lines_as_csv, usage_lines, usage_total, usage_window
 
 router = APIRouter(prefix="/v1", tags=["usage"])
-DEFAULT_WINDOW = timedelta(days=30)
 ERRORS = error_responses(401, 422, 429)
 
 
 class UsageLineOut(BaseModel):
-    key: str | None = Field(description="UTC day (YYYY-MM-DD), mode, batch id or document id; null: no batch")
+    key: str | None = Field(
+        description="UTC day (YYYY-MM-DD), mode, model, batch id or document id; null: no batch"
+    )
     pages: int = Field(description="distinct pages the engine read in this group")
     engine_runs: int = Field(description="engine runs, escalations included")
     vision_tokens: int
@@ -39,7 +40,9 @@ class UsageReport(BaseModel):
     start: datetime = Field(description="inclusive")
     end: datetime = Field(description="exclusive")
     group_by: GroupBy
+    model: str | None = Field(description="only this model family's usage; null: every model's")
     lines: list[UsageLineOut]
+    models: list[UsageLineOut] = Field(description="the window split by model family (key: the family)")
     total: UsageLineOut
 
 
@@ -57,18 +60,6 @@ class QuotaOut(BaseModel):
     rate_limit_burst: int | None
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    end = _utc(end) if end else datetime.now(UTC)
-    start = _utc(start) if start else end - DEFAULT_WINDOW
-    if start >= end:
-        raise ApiError(422, "invalid_window", "`from` must be before `to`")
-    return start, end
-
-
 def _out(line: UsageLine) -> UsageLineOut:
     return UsageLineOut.model_validate(line.as_dict())
 
@@ -77,7 +68,7 @@ def _out(line: UsageLine) -> UsageLineOut:
     "/usage",
     response_model=UsageReport,
     responses={**ERRORS, 200: {"content": {"text/csv": {}}, "model": UsageReport}},
-    summary="Pages, tokens, escalations and engine time, grouped by day, mode, batch or document",
+    summary="Pages, tokens, escalations and engine time, grouped by day, mode, model, batch or document",
 )
 def usage(
     session: SessionDep,
@@ -90,10 +81,15 @@ def usage(
         datetime | None, Query(alias="to", description="ISO date or time, exclusive (default: now)")
     ] = None,
     group_by: Annotated[GroupBy, Query()] = GroupBy.DAY,
+    model: Annotated[
+        str | None,
+        Query(max_length=64, description="only this model family's usage (deepseek-ocr, unlimited-ocr)"),
+    ] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Response:
-    start, end = _window(start, end)
-    lines = usage_lines(session, tenant.id, start=start, end=end, group_by=group_by)
+    start, end = usage_window(start, end)
+    family = None if model is None else known_model(model).value  # unserved ones still have usage
+    lines = usage_lines(session, tenant.id, start=start, end=end, group_by=group_by, model=family)
     if format == "csv":
         filename = f"usage-{group_by.value}-{start:%Y%m%d}-{end:%Y%m%d}.csv"
         return Response(
@@ -105,8 +101,15 @@ def usage(
         start=start,
         end=end,
         group_by=group_by,
+        model=family,
         lines=[_out(line) for line in lines],
-        total=_out(usage_total(session, tenant.id, start=start, end=end)),
+        models=[
+            _out(line)
+            for line in usage_lines(
+                session, tenant.id, start=start, end=end, group_by=GroupBy.MODEL, model=family
+            )
+        ],
+        total=_out(usage_total(session, tenant.id, start=start, end=end, model=family)),
     )
     return JSONResponse(report.model_dump(mode="json"))
 

@@ -55,7 +55,8 @@ class WatchIn(BaseModel):
     prefix: str = Field(default="", max_length=1024, description="only keys starting with this")
     name: str | None = Field(default=None, max_length=200)
     options: DocumentOptions = Field(
-        default_factory=DocumentOptions, description="task, mode, policy, pages, metadata, priority, dedup"
+        default_factory=DocumentOptions,
+        description="task, mode, policy, pages, metadata, priority, dedup, model",
     )
 
 
@@ -153,7 +154,13 @@ def create(
     body: WatchIn, request: Request, runtime: RuntimeDep, uow: UnitOfWorkDep, tenant: TenantDep
 ) -> WatchCreated:
     SourceRegistry(runtime.settings.sources).check(body.source, tenant_name=tenant.name, bucket=body.bucket)
-    resolve_spec(body.options, tenant_policy=tenant.routing_policy, default_priority=Lane.BULK)
+    resolve_spec(
+        body.options,
+        tenant_policy=tenant.routing_policy,
+        default_priority=Lane.BULK,
+        models=runtime.settings.models,
+        tenant_model=tenant.default_model,
+    )
     watch, token = create_watch(
         uow.session,
         tenant.id,

@@ -262,6 +262,7 @@ def _next_attempt(failed: Document) -> Document:
         request_id=failed.request_id,
         webhook_url=failed.webhook_url,
         priority=failed.priority,
+        model=failed.model,
         dedup_fingerprint=failed.dedup_fingerprint,
         batch_id=failed.batch_id,
         prepare_dispatched_at=func.now(),

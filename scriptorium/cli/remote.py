@@ -52,6 +52,11 @@ def _api_access(url: str | None, api_key: str | None) -> tuple[str, str] | None:
 @click.option("--mode", default="", help="auto or a fixed mode (default: the API's)")
 @click.option("--task", type=click.Choice(DOCUMENT_TASKS), default="markdown", show_default=True)
 @click.option("--pages", help="page selection, e.g. 1-3,5")
+@click.option(
+    "--model",
+    metavar="FAMILY",
+    help="the model that reads them: deepseek-ocr or unlimited-ocr (default: the tenant's, then the fleet's)",
+)
 @click.option("--no-progress", is_flag=True, help="no progress bar on stderr")
 def ingest(
     *,
@@ -65,6 +70,7 @@ def ingest(
     mode: str,
     task: str,
     pages: str | None,
+    model: str | None,
     no_progress: bool,
 ) -> int:
     """Upload files and directories (or ingest one s3://source/bucket/prefix) and print document ids.
@@ -81,7 +87,13 @@ def ingest(
     if uris and len(paths) > 1:
         fail("ingest one s3://source/bucket/prefix at a time, without local paths")
         return EXIT_USAGE
-    options: dict[str, Any] = {"mode": mode, "task": task, "pages": pages, "priority": priority}
+    options: dict[str, Any] = {
+        "mode": mode,
+        "task": task,
+        "pages": pages,
+        "priority": priority,
+        "model": model,
+    }
     if uris:
         return ingest_prefix(
             uris[0],

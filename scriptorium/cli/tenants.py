@@ -51,14 +51,23 @@ def tenant() -> None:
 
 @tenant.command("create")
 @click.argument("name")
-def tenant_create(name: str) -> int:
+@click.option(
+    "--model",
+    metavar="FAMILY",
+    help="the tenant's default model (deepseek-ocr, unlimited-ocr); default: the fleet's models.default",
+)
+def tenant_create(name: str, model: str | None) -> int:
     """Create tenant NAME and print its first API key (on stdout, once)."""
+    from scriptorium.model_choice import ModelRejected
     from scriptorium.tenants import create_tenant
 
     try:
         with _unit_of_work() as uow:
             session = uow.session
-            issued = create_tenant(session, name)
+            issued = create_tenant(session, name, default_model=model, models=settings().models)
+    except ModelRejected as error:
+        fail(f"{error.code}: {error.message}")
+        return EXIT_REFUSED
     except ValueError as error:
         fail(str(error))
         return EXIT_REFUSED
@@ -153,6 +162,100 @@ def tenant_quota(ctx: click.Context, /, name: str, **_: object) -> int:
         fail(error.message)
         return EXIT_REFUSED
     click.echo(json.dumps({"tenant": name, **asdict(current)}, indent=2))
+    return EXIT_OK
+
+
+@tenant.command("model", short_help="Show or set a tenant's default model.")
+@click.argument("name")
+@click.argument("model", required=False, metavar="[FAMILY|none]")
+def tenant_model(name: str, model: str | None) -> int:
+    """Show tenant NAME's default model as JSON; with FAMILY (deepseek-ocr, unlimited-ocr), set it,
+    or with `none` leave it to the fleet's models.default. Documents, batches and watches that name
+    a model of their own keep it; the change applies to documents accepted from now on."""
+    from scriptorium.api_keys import TenantNotFound, tenant_named
+    from scriptorium.model_choice import ModelRejected
+    from scriptorium.tenants import effective_default_model, set_default_model
+
+    models = settings().models
+    try:
+        with _unit_of_work() as uow:
+            owner = tenant_named(uow.session, name)
+            if model is not None:
+                set_default_model(owner, None if model.lower() in ("none", "default") else model, models)
+                uow.session.flush()
+            shown = {
+                "tenant": name,
+                "default_model": owner.default_model,
+                "effective_model": effective_default_model(owner, models).value,
+                "served": [family.value for family in models.served],
+            }
+    except TenantNotFound as error:
+        fail(error.message)
+        return EXIT_REFUSED
+    except ModelRejected as error:
+        fail(f"{error.code}: {error.message}")
+        return EXIT_REFUSED
+    click.echo(json.dumps(shown, indent=2))
+    return EXIT_OK
+
+
+USAGE_GROUPS = ("day", "mode", "model", "batch", "document")  # scriptorium.usage.GroupBy
+
+
+@tenant.command("usage", short_help="A tenant's usage bill, split by model.")
+@click.argument("name")
+@click.option("--from", "start", type=click.DateTime(), help="inclusive, UTC (default: --to minus 30 days)")
+@click.option("--to", "end", type=click.DateTime(), help="exclusive, UTC (default: now)")
+@click.option("--group-by", type=click.Choice(USAGE_GROUPS), default="model", show_default=True)
+@click.option("--model", metavar="FAMILY", help="only this model family's usage")
+@click.option("--csv", "as_csv", is_flag=True, help="the lines as CSV instead of JSON")
+def tenant_usage(
+    *,
+    name: str,
+    start: datetime | None,
+    end: datetime | None,
+    group_by: str,
+    model: str | None,
+    as_csv: bool,
+) -> int:
+    """Tenant NAME's usage from the ledger, as GET /v1/usage reports it: lines per group, the split by
+    model family and the total (JSON), or the lines alone (CSV)."""
+    from scriptorium.api_keys import TenantNotFound, tenant_named
+    from scriptorium.errors import DomainError
+    from scriptorium.model_choice import known_model
+    from scriptorium.usage import GroupBy, lines_as_csv, usage_lines, usage_total, usage_window
+
+    grouping = GroupBy(group_by)
+    try:
+        family = None if model is None else known_model(model).value
+        start, end = usage_window(start, end)
+        with _unit_of_work() as uow:
+            owner_id = tenant_named(uow.session, name).id
+            lines = usage_lines(uow.session, owner_id, start=start, end=end, group_by=grouping, model=family)
+            models = usage_lines(
+                uow.session, owner_id, start=start, end=end, group_by=GroupBy.MODEL, model=family
+            )
+            total = usage_total(uow.session, owner_id, start=start, end=end, model=family)
+    except TenantNotFound as error:
+        fail(error.message)
+        return EXIT_REFUSED
+    except DomainError as error:  # an unknown model, or an empty window
+        fail(f"{error.code}: {error.message}")
+        return EXIT_REFUSED
+    if as_csv:
+        click.echo(lines_as_csv(lines, grouping), nl=False)
+        return EXIT_OK
+    report = {
+        "tenant": name,
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "group_by": grouping.value,
+        "model": family,
+        "lines": [line.as_dict() for line in lines],
+        "models": [line.as_dict() for line in models],
+        "total": total.as_dict(),
+    }
+    click.echo(json.dumps(report, indent=2))
     return EXIT_OK
 
 

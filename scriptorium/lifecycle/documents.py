@@ -38,6 +38,7 @@ def event_payload(document: Document, counts: dict[str, int]) -> dict[str, Any]:
         "document_id": str(document.id),
         "tenant_id": str(document.tenant_id),
         "state": str(document.state),
+        "model": document.model,
         "pages_total": document.pages_total,
         "pages": counts,
         "tokens": {

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.app import create_app
 from api.console.auth import LOGIN_COOKIE, SESSION_COOKIE
 from scriptorium.db.models import ApiKey, Document, Page
-from scriptorium.settings import Settings
+from scriptorium.model_families import ModelFamily
+from scriptorium.settings import ModelsSettings, Settings
 from scriptorium.states import DocumentState, PageState
 from scriptorium.storage import ObjectStore, page_image_key
 from tests.support import builders
@@ -348,6 +349,29 @@ def test_uploads_and_batch_actions_go_through_the_api(
         assert report.status_code == 200 and report.text.startswith("seq,")
         usage = client.get("/console/usage.csv", params={"group_by": "mode"})
         assert usage.status_code == 200 and usage.headers["content-type"].startswith("text/csv")
+
+
+def test_an_upload_chooses_among_the_served_models_and_the_document_shows_its_model(
+    settings: Settings, tenant_key: str, sessions: sessionmaker[Session]
+) -> None:
+    served = ModelsSettings(served=[ModelFamily.DEEPSEEK_OCR, ModelFamily.UNLIMITED_OCR])
+    with _new_client(settings.model_copy(update={"models": served})) as client:
+        csrf = _sign_in(client, tenant_key)
+        form = client.get("/console/documents").text
+        assert '<option value="unlimited-ocr">' in form and '<option value="deepseek-ocr">' in form
+        files = {"file": ("memo.pdf", io.BytesIO(b"%PDF-1.4 " + uuid.uuid4().bytes))}
+        data = {"csrf_token": csrf, "model": "unlimited-ocr"}
+        accepted = client.post("/console/documents", data=data, files=files)
+        assert accepted.status_code == 303
+        document_id = uuid.UUID(accepted.headers["location"].rsplit("/", 1)[-1])
+        with sessions() as session:
+            document = session.get(Document, document_id)
+            assert document is not None and document.model == "unlimited-ocr"
+        assert "model unlimited-ocr" in client.get(f"/console/documents/{document_id}").text
+        assert "By model" in client.get("/console/usage").text
+        files = {"file": ("memo.pdf", io.BytesIO(b"%PDF-1.4 unknown model"))}
+        refused = client.post("/console/documents", data={**data, "model": "ocr"}, files=files)
+        assert refused.status_code == 422 and "unknown_model" in refused.text
 
 
 def test_the_overview_counts_only_the_tenants_work_in_flight(sessions: sessionmaker[Session]) -> None:

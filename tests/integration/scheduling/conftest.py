@@ -78,6 +78,7 @@ def read_page(
     page_no: int,
     *attempts: AttemptRecord,
     revision: str = "rev-1",
+    model: str = "deepseek-ocr",
 ) -> bool:
     """Claim a page and record a result the way a GPU worker does; False when it could not be claimed."""
     with unit_of_work(sessions) as uow:
@@ -85,7 +86,7 @@ def read_page(
         if claim is None:
             return False
         outcome = builders.page_outcome(
-            *attempts, markdown=f"page {page_no} of {document_id}", revision=revision
+            *attempts, markdown=f"page {page_no} of {document_id}", revision=revision, model=model
         )
         record_page_outcome(uow, claim, outcome)
     return True

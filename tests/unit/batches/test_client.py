@@ -42,6 +42,10 @@ def test_only_the_options_given_are_sent() -> None:
         "pages": "1-2",
         "priority": "bulk",
     }
+    assert document_fields(mode="", task="markdown", pages=None, priority=None, model="unlimited-ocr") == {
+        "task": "markdown",
+        "model": "unlimited-ocr",
+    }
 
 
 def test_a_batch_is_described_in_one_line() -> None:
@@ -58,4 +62,19 @@ def test_a_batch_is_described_in_one_line() -> None:
         }
     )
     assert "7/10 inputs final (still discovering)" in line and "done 6, failed 1, in_progress 3" in line
-    assert "round 2" in line and "pending" not in line
+    assert "round 2" in line and "pending" not in line and "model" not in line
+
+
+def test_a_batch_s_line_names_its_model_when_it_chose_one() -> None:
+    batch = {
+        "id": "b1",
+        "name": "scans",
+        "state": "running",
+        "round": 1,
+        "options": {"model": "unlimited-ocr"},
+        "progress": {"inputs": 1, "finished": 0, "inputs_complete": True},
+        "outcomes": {},
+        "tokens": {"vision": 0, "output": 0},
+        "error": None,
+    }
+    assert "model unlimited-ocr;" in describe(batch)

@@ -6,7 +6,10 @@ import pytest
 
 from scriptorium.acceptance import DocumentOptions, OptionsRejected, resolve_spec
 from scriptorium.errors import InputRejected
+from scriptorium.settings import ModelsSettings
 from scriptorium.states import Lane
+
+MODELS = ModelsSettings()
 
 
 def test_an_input_overrides_its_batch_and_merges_policy_and_metadata() -> None:
@@ -27,6 +30,7 @@ def test_a_spec_layers_request_over_tenant_and_defaults_the_lane() -> None:
         DocumentOptions(policy={"target_ratio": 6}),
         tenant_policy={"max_mode": "base"},
         default_priority=Lane.BULK,
+        models=MODELS,
     )
     assert spec.task == "markdown" and spec.priority is Lane.BULK and spec.dedup is True
     assert spec.routing_policy["target_ratio"] == 6 and spec.routing_policy["max_mode"] == "base"
@@ -42,13 +46,15 @@ def test_a_spec_layers_request_over_tenant_and_defaults_the_lane() -> None:
 )
 def test_bad_options_are_rejected_with_the_api_codes(options: DocumentOptions, code: str) -> None:
     with pytest.raises(OptionsRejected) as rejected:
-        resolve_spec(options, tenant_policy=None, default_priority=Lane.BULK)
+        resolve_spec(options, tenant_policy=None, default_priority=Lane.BULK, models=MODELS)
     assert rejected.value.code == code
 
 
 def test_a_bad_page_selection_is_rejected() -> None:
     with pytest.raises(InputRejected):
-        resolve_spec(DocumentOptions(pages="3-1"), tenant_policy=None, default_priority=Lane.BULK)
+        resolve_spec(
+            DocumentOptions(pages="3-1"), tenant_policy=None, default_priority=Lane.BULK, models=MODELS
+        )
 
 
 def test_unknown_fields_are_refused() -> None:

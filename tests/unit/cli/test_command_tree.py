@@ -29,6 +29,8 @@ EXPECTED = {
     ("tenant",),
     ("tenant", "create"),
     ("tenant", "quota"),
+    ("tenant", "model"),
+    ("tenant", "usage"),
     ("tenant", "key"),
     ("tenant", "key", "create"),
     ("tenant", "key", "list"),

@@ -32,6 +32,7 @@ def test_an_invalid_selection_is_refused() -> None:
 
 BASE: dict[str, Any] = {
     "sha256": "a" * 64,
+    "model": "deepseek-ocr",
     "task": "markdown",
     "page_selection": "1-3",
     "routing_policy": {"mode": "auto", "target_ratio": 10.0},
@@ -51,6 +52,7 @@ def test_equivalent_requests_share_a_fingerprint() -> None:
     "change",
     [
         {"sha256": "b" * 64},
+        {"model": "unlimited-ocr"},
         {"task": "free_ocr"},
         {"page_selection": "1-4"},
         {"page_selection": None},
