@@ -134,7 +134,7 @@ def present_page(page: Page, document: Document, store: ObjectStore) -> PageOut:
         markdown=page.markdown,
         blocks=_blocks(page),
         figures=_figures(page, store),
-        image_url=store.presigned_get(page.image_key),
+        image_url=store.presigned_get(page.image_key) if page.drawn else None,
         error=_error(page.error_code, page.error_message),
     )
 

@@ -118,7 +118,9 @@ class PageOut(BaseModel):
     markdown: str | None
     blocks: list[BlockOut]
     figures: list[FigureOut]
-    image_url: str
+    image_url: str | None = Field(
+        description="a time-limited link to the page as rendered; null for a page that could not be drawn"
+    )
     error: ErrorDetail | None
 
 

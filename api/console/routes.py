@@ -43,6 +43,13 @@ PAGE_SIZE = 25
 REPORT_ROWS_SHOWN = 500
 USAGE_DAYS = 30
 LIVE_POLL_MS = 2000
+# Shown for a page the renderer could not draw (it has no image; its error says why).
+UNDRAWN_PAGE_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="210" height="297" viewBox="0 0 210 297">'
+    '<rect width="210" height="297" fill="#f4f4f4" stroke="#999"/>'
+    '<text x="105" y="150" font-family="sans-serif" font-size="16" text-anchor="middle" fill="#666">'
+    "not drawn</text></svg>"
+)
 
 
 class ConsoleRoute(APIRoute):
@@ -380,6 +387,8 @@ def page_image(
     console: ConsoleSessionDep,
 ) -> Response:
     row = _own_page(session, console.tenant, document_id, page_no)
+    if not row.drawn:
+        return Response(UNDRAWN_PAGE_SVG, media_type="image/svg+xml", headers={"Cache-Control": "private"})
     image = runtime.store.get_bytes(row.image_key)  # an outage is a DomainError: a 503 page
     return Response(
         image,

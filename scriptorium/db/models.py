@@ -287,6 +287,11 @@ class Page(Base):
 
     document: Mapped[Document] = relationship(back_populates="pages")
 
+    @property
+    def drawn(self) -> bool:
+        """Whether the page was rendered: one that could not be drawn has no image and no size."""
+        return self.width > 0
+
 
 class Event(Base):
     """A state transition clients are told about; written in the transaction that causes it."""

@@ -248,6 +248,31 @@ def test_the_page_viewer_draws_blocks_and_sanitises_model_output(
         assert 'data-live="2000"' in document.text  # in flight: the page polls
 
 
+def test_a_page_that_could_not_be_drawn_shows_why_instead_of_an_image(
+    settings: Settings, tenant_key: str, sessions: sessionmaker[Session], store: ObjectStore
+) -> None:
+    document_id = _document_with_a_read_page(sessions, store, tenant_key)
+    with sessions.begin() as session:
+        session.execute(
+            update(Page)
+            .where(Page.document_id == document_id, Page.page_no == 2)
+            .values(
+                state=PageState.FAILED.value,
+                width=0,
+                height=0,
+                error_code="corrupt",
+                error_message="bad page",
+            )
+        )
+    with _new_client(settings) as client:
+        _sign_in(client, tenant_key)
+        html = client.get(f"/console/documents/{document_id}/pages/2").text
+        assert "could not be drawn: bad page" in html and 'id="page-image" src=' not in html
+        thumbnail = client.get(f"/console/documents/{document_id}/pages/2/image")
+        assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/svg+xml"
+        assert "not drawn" in thumbnail.text
+
+
 def test_documents_filter_by_file_name_and_state(
     settings: Settings, tenant_key: str, sessions: sessionmaker[Session], store: ObjectStore
 ) -> None:

@@ -8,6 +8,7 @@ import io
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -92,4 +93,7 @@ def test_an_unreadable_page_fails_alone_and_the_document_ends_partial(
     assert errors == {1: None, 2: "corrupt", 3: None, 4: "page_too_large"}
     page = api.get(f"/v1/documents/{document_id}/pages/2", headers=auth).json()
     assert page["state"] == "failed" and page["error"]["code"] == "corrupt"
+    assert page["image_url"] is None  # never drawn: no link to an image that does not exist
+    drawn = api.get(f"/v1/documents/{document_id}/pages/1", headers=auth).json()
+    assert httpx.get(drawn["image_url"]).status_code == 200
     assert_invariants(sessions, [document_id])
