@@ -26,13 +26,14 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from PIL import Image
+from sqlalchemy.orm import Session
 
 from scriptorium import metrics
 from scriptorium.dispatch import admit_and_dispatch, dispatch_pages
@@ -61,6 +62,7 @@ from worker.engine.base import (
     PageResult,
     PromptTask,
 )
+from worker.lease_keeper import keeping_lease
 from worker.routing.escalation import choose_kept_result, judge
 from worker.runtime import WorkerRuntime
 from worker.task_base import backoff_s, dependency_of, is_transient
@@ -545,29 +547,14 @@ def _store_figures(runtime: WorkerRuntime, claim: PageClaim, result: PageResult)
     return stored
 
 
-@contextmanager
-def _lease_keeper(runtime: WorkerRuntime, held: HeldClaims) -> Iterator[None]:
+def _lease_keeper(runtime: WorkerRuntime, held: HeldClaims) -> AbstractContextManager[None]:
     """Extend the leases of every held claim while the worker has them."""
-    stop = threading.Event()
-    interval = max(1.0, runtime.settings.limits.lease_s / 3)
 
-    def beat() -> None:
-        while not stop.wait(interval):
-            try:
-                with runtime.units.committing() as uow:
-                    lost = extend_leases(
-                        uow.session, held.snapshot(), lease_s=runtime.settings.limits.lease_s
-                    )
-                lost = held.still_held(lost)
-                if lost:
-                    log.warning("page.lease_lost", pages=sorted(page for _, page in lost))
-            except Exception as error:  # the database is away; the fenced write decides later
-                log.warning("lease.heartbeat_failed", error=str(error))
+    def extend(session: Session) -> None:
+        lost = held.still_held(
+            extend_leases(session, held.snapshot(), lease_s=runtime.settings.limits.lease_s)
+        )
+        if lost:
+            log.warning("page.lease_lost", pages=sorted(page for _, page in lost))
 
-    thread = threading.Thread(target=beat, name="lease-keeper", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+    return keeping_lease(runtime, extend, name="pages")

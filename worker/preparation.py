@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,18 +19,24 @@ from typing import Any
 from PIL import Image
 from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
 
 from scriptorium import metrics
 from scriptorium.db.models import Document, Page
 from scriptorium.dispatch import admit_and_dispatch
 from scriptorium.errors import DependencyUnavailable, InputRejected
-from scriptorium.lifecycle.claims import claim_document_for_prepare, release_document_claim
+from scriptorium.lifecycle.claims import (
+    claim_document_for_prepare,
+    extend_prepare_lease,
+    release_document_claim,
+)
 from scriptorium.lifecycle.documents import fail_document, finish_document_if_done, lock_document
 from scriptorium.logging import get_logger
 from scriptorium.policy import RoutingPolicy
 from scriptorium.quotas import hold_for_concurrency
 from scriptorium.states import DocumentState, PageState
 from scriptorium.storage import page_image_key
+from worker.lease_keeper import keeping_lease
 from worker.prepare.document import FailedPage
 from worker.prepare.sandbox import RenderedPageFile
 from worker.routing.decide import route_page
@@ -63,7 +70,10 @@ def prepare_document(runtime: WorkerRuntime, document_id: uuid.UUID) -> None:
             return
         uow.session.expunge(document)
     try:
-        with tempfile.TemporaryDirectory(prefix="scriptorium-prepare-") as scratch:
+        with (
+            tempfile.TemporaryDirectory(prefix="scriptorium-prepare-") as scratch,
+            _preparation_lease(runtime, document_id),
+        ):
             prepared = _render_and_route(runtime, document, Path(scratch))
     except InputRejected as rejected:
         with runtime.units.committing() as uow:
@@ -76,6 +86,18 @@ def prepare_document(runtime: WorkerRuntime, document_id: uuid.UUID) -> None:
             release_document_claim(uow.session, document_id)
         raise
     _commit(runtime, document_id, prepared)
+
+
+def _preparation_lease(runtime: WorkerRuntime, document_id: uuid.UUID) -> AbstractContextManager[None]:
+    """Keep the claim while a long document renders and its pages are routed and stored (a claim
+    that ran out would let another worker prepare it again, and cost it an attempt)."""
+    lease_s = runtime.settings.prepare.render_timeout_s + runtime.settings.limits.lease_s
+
+    def extend(session: Session) -> None:
+        if not extend_prepare_lease(session, document_id, lease_s=lease_s):
+            log.warning("prepare.lease_lost", why="the document left the preparing state")
+
+    return keeping_lease(runtime, extend, name="prepare")
 
 
 def _render_and_route(runtime: WorkerRuntime, document: Document, scratch: Path) -> PreparedDocument:

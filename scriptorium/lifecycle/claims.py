@@ -225,6 +225,16 @@ def claim_document_for_prepare(
     return session.get(Document, document_id, populate_existing=True)
 
 
+def extend_prepare_lease(session: Session, document_id: uuid.UUID, *, lease_s: int) -> bool:
+    """Heartbeat of a preparation: push its lease forward; False when it is no longer preparing."""
+    result = session.execute(
+        update(Document)
+        .where(Document.id == document_id, Document.state == DocumentState.PREPARING)
+        .values(prepare_lease_expires_at=lease_until(lease_s))
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def release_document_claim(session: Session, document_id: uuid.UUID) -> bool:
     """Hand a document being prepared back (a dependency was down): ``received`` again, attempt refunded."""
     result = session.execute(
