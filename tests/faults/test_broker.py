@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Page
 from scriptorium.messages import OCR_TASK
-from scriptorium.queueing import create_celery
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY
+from scriptorium.queueing import create_celery, gpu_queue
 from scriptorium.settings import Settings
 from scriptorium.storage import ObjectStore
 from tests.faults.servers import RedisServer
@@ -167,12 +168,13 @@ def test_a_page_message_delivered_many_times_is_read_once(
             fleet=fleet,
         )
         app = create_celery(settings)
+        queue = gpu_queue(DEFAULT_MODEL_FAMILY)
         for _ in range(
             4
         ):  # every page announced again and again, alone and as a batch, before any worker runs
             for page_no in range(1, 5):
-                app.send_task(OCR_TASK, kwargs={"pages": [[document["id"], page_no]]})
-            app.send_task(OCR_TASK, kwargs={"pages": [[document["id"], n] for n in range(1, 5)]})
+                app.send_task(OCR_TASK, kwargs={"pages": [[document["id"], page_no]]}, queue=queue)
+            app.send_task(OCR_TASK, kwargs={"pages": [[document["id"], n] for n in range(1, 5)]}, queue=queue)
         fleet.start_gpu_worker()
         assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
         events = [line for line in Path(fault_env["FAKE_ENGINE_EVENTS"]).read_text().splitlines()]
