@@ -140,8 +140,9 @@ def test_page_messages_the_broker_lost_are_sent_again(
         client = ApiClient.for_new_tenant(fleet, sessions)
         document = client.upload(corpus / "pdf-real" / "normal_4pages.pdf", mode="base")
         queue = redis.Redis.from_url(fault_env["SCRIPTORIUM_REDIS__URL"])
-        wait_for(lambda: queue.llen("scriptorium.gpu") >= 1, timeout=60, what="the batch message")
-        queue.delete("scriptorium.gpu")  # the batch message is gone; the rows say "queued"
+        gpu = gpu_queue(DEFAULT_MODEL_FAMILY)
+        wait_for(lambda: queue.llen(gpu) >= 1, timeout=60, what="the batch message")
+        queue.delete(gpu)  # the batch message is gone; the rows say "queued"
         fleet.start_gpu_worker()
         assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
         assert_invariants(sessions, ids(document))
