@@ -57,35 +57,40 @@ def live_models(session: Session, *, gone_after_s: float) -> set[str]:
     return set(session.execute(select(GpuWorker.model).where(alive).distinct()).scalars())
 
 
-def queued_pages_by_model(session: Session) -> dict[str, int]:
-    """Queued pages of processing documents, per family that reads them."""
-    rows = session.execute(
+def queued_pages_by_model(session: Session, models: Collection[str] | None = None) -> dict[str, int]:
+    """Queued pages of processing documents, per family that reads them (of ``models`` only, when
+    given)."""
+    statement = (
         select(Document.model, func.count())
         .select_from(Page)
         .join(Document, Document.id == Page.document_id)
         .where(Page.state == PageState.QUEUED, Document.state == DocumentState.PROCESSING)
         .group_by(Document.model)
-    ).all()
-    return {str(model): int(count) for model, count in rows}
+    )
+    if models is not None:
+        statement = statement.where(Document.model.in_(list(models)))
+    return {str(model): int(count) for model, count in session.execute(statement).all()}
 
 
 def pages_waiting_for_model(
     session: Session, *, gone_after_s: float, served: Iterable[str] = ()
 ) -> dict[str, int]:
-    """Every family the fleet serves or a document asks for, with its queued pages when no live
-    worker serves it and 0 when one does (or nothing of it is queued): the gauge's values."""
-    queued = queued_pages_by_model(session)
+    """Every family the fleet serves, a worker serves or a document waits for, with its queued
+    pages when no live worker serves it and 0 when one does (or nothing of it is queued): the
+    gauge's values. Only pages of families without a live worker are counted."""
     live = live_models(session, gone_after_s=gone_after_s)
-    families = {ModelFamily(model).value for model in (*served, *queued)}
-    return {model: 0 if model in live else queued.get(model, 0) for model in sorted(families)}
+    unserved = [family.value for family in ModelFamily if family.value not in live]
+    queued = queued_pages_by_model(session, unserved) if unserved else {}
+    families = {ModelFamily(model).value for model in served} | set(queued) | live
+    return {model: queued.get(model, 0) for model in sorted(families)}
 
 
 def models_without_worker(session: Session, *, gone_after_s: float, served: Iterable[str] = ()) -> list[str]:
     """The families served (``served``) or asked for by a document with queued pages that no live
     worker serves, in name order."""
-    queued = queued_pages_by_model(session)
     live = live_models(session, gone_after_s=gone_after_s)
-    wanted = {ModelFamily(model).value for model in served} | {m for m, count in queued.items() if count}
+    waiting = pages_waiting_for_model(session, gone_after_s=gone_after_s, served=served)
+    wanted = {ModelFamily(model).value for model in served} | {m for m, count in waiting.items() if count}
     return sorted(wanted - live)
 
 
