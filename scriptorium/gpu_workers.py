@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -55,6 +55,12 @@ def live_models(session: Session, *, gone_after_s: float) -> set[str]:
     """The families at least one worker heard from within ``gone_after_s`` serves."""
     alive = GpuWorker.last_seen_at >= func.now() - timedelta(seconds=gone_after_s)
     return set(session.execute(select(GpuWorker.model).where(alive).distinct()).scalars())
+
+
+def last_heard_from(session: Session) -> dict[str, datetime]:
+    """When a worker of each family last said it was alive (families never served are absent)."""
+    latest = select(GpuWorker.model, func.max(GpuWorker.last_seen_at)).group_by(GpuWorker.model)
+    return {str(model): seen for model, seen in session.execute(latest)}
 
 
 def queued_pages_by_model(session: Session, models: Collection[str] | None = None) -> dict[str, int]:

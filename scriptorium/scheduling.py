@@ -25,6 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from scriptorium.batching import next_batch
+from scriptorium.gpu_workers import last_heard_from
 from scriptorium.model_families import ModelFamily
 from scriptorium.sql import LIVE_PAGE_MESSAGE, PAGE_MESSAGE_DUE, PREDICTED_TOKENS, params
 from scriptorium.states import Lane
@@ -183,8 +184,15 @@ def live_messages(session: Session, *, lost_after_s: int) -> dict[tuple[ModelFam
 
 
 def dispatch_due_pages(session: Session, *, depth: int, lost_after_s: int) -> list[DuePage]:
-    """Mark the pages to send now as dispatched: per family, interactive lane first, tenants in turn."""
+    """Mark the pages to send now as dispatched: per family, interactive lane first, tenants in turn.
+
+    A message counts as lost when its page was not claimed within ``lost_after_s`` although a
+    worker of its family was heard from after it was sent: while a family waits for a worker
+    (``scriptorium.gpu_workers``) its queue holds at most one message per page, not a new copy
+    every ``lost_after_s``.
+    """
     live = live_messages(session, lost_after_s=lost_after_s)
+    heard = last_heard_from(session)
     due: list[DuePage] = []
     for model in ModelFamily:
         for lane in LANES:
@@ -199,6 +207,7 @@ def dispatch_due_pages(session: Session, *, depth: int, lost_after_s: int) -> li
                     model=model.value,
                     capacity=capacity,
                     lost_after_s=lost_after_s,
+                    family_seen_at=heard.get(model.value),
                 ),
             ).all()
             pages = (DuePage.of(row, model.value, lane) for row in rows)

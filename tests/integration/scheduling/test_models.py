@@ -5,20 +5,29 @@ other family."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 import redis
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from scriptorium.db.models import Document, Page
+from scriptorium.db.models import Document, GpuWorker, Page
+from scriptorium.gpu_workers import record_heartbeat, retire
 from scriptorium.lifecycle.claims import claim_next_batch, claim_pages, redispatch_foreign_pages
 from scriptorium.messages import OCR_TASK
 from scriptorium.model_families import ModelFamily
 from scriptorium.queueing import Publisher, create_celery, gpu_queue, queue_of
 from scriptorium.settings import Settings
 from scriptorium.states import Lane
-from tests.integration.scheduling.conftest import backlog, dispatch, new_tenant, page_states, read_page
+from tests.integration.scheduling.conftest import (
+    LOST_AFTER_S,
+    backlog,
+    dispatch,
+    new_tenant,
+    page_states,
+    read_page,
+)
 from tests.support.units import RecordingSink
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("quiet_queue")]
@@ -175,3 +184,33 @@ def test_published_messages_land_in_their_family_s_redis_queue(
         expected[queue_of(message) or ""] += 1
     assert lengths == expected
     assert expected[gpu_queue(DEEPSEEK)] >= 1 and expected[gpu_queue(UNLIMITED)] >= 1
+
+
+def test_messages_of_a_family_without_workers_are_not_resent_until_one_is_heard_from(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        session.execute(update(GpuWorker).values(last_seen_at=func.now() - timedelta(days=1)))
+    owner = new_tenant(sessions)
+    waiting = backlog(sessions, owner, pages=2, model=UNLIMITED)
+    assert len(dispatch(sessions, depth=10).pages) == 2
+
+    def age_messages() -> None:
+        with sessions.begin() as session:
+            session.execute(
+                update(Page)
+                .where(Page.document_id == waiting)
+                .values(dispatched_at=func.now() - timedelta(seconds=2 * LOST_AFTER_S))
+            )
+
+    age_messages()
+    assert dispatch(sessions, depth=10).pages == []  # nobody could have consumed them: not lost
+    identity = f"gpu-{uuid.uuid4()}:1"
+    with sessions.begin() as session:
+        record_heartbeat(session, identity=identity, model=UNLIMITED, model_revision="r")
+    try:
+        resent = dispatch(sessions, depth=10)  # a worker is there now: unclaimed messages were lost
+        assert sorted(page_no for _, page_no, _ in resent.pages) == [1, 2]
+    finally:
+        with sessions.begin() as session:
+            retire(session, identity)
