@@ -4,8 +4,9 @@ A message names one engine batch (pages of one mode, grouped by the dispatcher).
 it under one lease and then keeps the engine busy: while the engine reads batch k, one helper
 thread records batch k-1 (results, ledger, refill of the broker in one transaction) and another
 claims batch k+1 straight from Postgres (dispatched, never-tried pages of the head-of-line mode,
-grouped by predicted length) and fetches and decodes its page images, so the device never waits
-for the database or storage. At most one batch is prepared ahead; the task drains until nothing
+grouped by predicted length), fetches and decodes its page images and has the engine prepare them
+(resizing, tiles, tensors, prompt ids), so the device never waits for the database, storage or
+the CPU half of the engine. At most one batch is prepared ahead; the task drains until nothing
 is due or half its soft time limit has passed. Pages prefetched from other messages make those
 messages find nothing to claim. Each page is read at its routed mode and read again one mode up
 when the output shows it was under-read, within the policy's limits; every engine run is
@@ -80,6 +81,7 @@ class PageWork:
     image: Image.Image
     policy: RoutingPolicy
     mode: Mode
+    ahead: PageInput | None = None  # the page as the engine prepared it while loading, at its routed mode
     results: list[PageResult] = field(default_factory=list)
     attempts: list[AttemptRecord] = field(default_factory=list)
     error: PageFailed | None = None
@@ -225,7 +227,7 @@ class FeedPipeline:
         try:
             started = time.monotonic()
             with ThreadPoolExecutor(max_workers=min(LOAD_THREADS, len(claims))) as loaders:
-                work = list(loaders.map(lambda claim: _load(self.runtime, claim), claims))
+                work = list(loaders.map(lambda claim: _load(self.runtime, self.engine, claim), claims))
             self.timings.load_s += time.monotonic() - started
             return LoadedBatch(claims, work)
         except BaseException as error:
@@ -359,15 +361,28 @@ def _release(
     log.warning("page.released", batch=len(claims), why=why, attempt_counted=at_fault)
 
 
-def _load(runtime: WorkerRuntime, claim: PageClaim) -> PageWork:
+def _load(runtime: WorkerRuntime, engine: Engine, claim: PageClaim) -> PageWork:
+    """Fetch and decode the page image, and let the engine prepare it for its routed mode (the
+    CPU half of reading it), so the device finds the batch ready."""
     data = runtime.store.get_bytes(claim.image_key)
     with Image.open(io.BytesIO(data)) as opened:
         image = opened.convert("RGB")
-    return PageWork(
+    work = PageWork(
         claim=claim,
         image=image,
         policy=RoutingPolicy.model_validate(claim.routing_policy),
         mode=Mode(claim.planned_mode),
+    )
+    work.ahead = engine.preprocess(_page_input(work, work.mode))
+    return work
+
+
+def _page_input(item: PageWork, mode: Mode) -> PageInput:
+    """The page to read at ``mode``: the one prepared ahead when it was prepared for that mode."""
+    if item.ahead is not None and item.ahead.mode is mode:
+        return item.ahead
+    return PageInput(
+        page_no=item.claim.page_no, image=item.image, mode=mode, task=PromptTask(item.claim.task)
     )
 
 
@@ -386,10 +401,9 @@ def _read_with_escalation(engine: Engine, work: Sequence[PageWork], settings: Se
 
 
 def _run_isolating_failures(engine: Engine, items: Sequence[PageWork], mode: Mode) -> list[PageResult | None]:
-    inputs = [
-        PageInput(page_no=item.claim.page_no, image=item.image, mode=mode, task=PromptTask(item.claim.task))
-        for item in items
-    ]
+    inputs = [_page_input(item, mode) for item in items]
+    for item in items:
+        item.ahead = None  # its tensors are not needed once read; a batch's can be hundreds of MB
     try:
         outcomes: list[PageResult | PageFailed] = list(engine.run(inputs))
     except BatchPageFailures as failures:

@@ -52,7 +52,7 @@ def _prefetched(fleet: Fleet, name: str) -> bool:
 
 
 def test_a_worker_drains_batches_it_prefetched_and_each_page_is_read_once(
-    fleet: Fleet, sessions: sessionmaker[Session], corpus: Path
+    fleet: Fleet, sessions: sessionmaker[Session], corpus: Path, tmp_path: Path
 ) -> None:
     client = ApiClient.for_new_tenant(fleet, sessions)
     documents = [client.upload(corpus.joinpath(*SAMPLE), mode="tiny", dedup="false") for _ in range(3)]
@@ -62,10 +62,15 @@ def test_a_worker_drains_batches_it_prefetched_and_each_page_is_read_once(
         what="the documents to be prepared",
         fleet=fleet,
     )
-    fleet.start_gpu_worker(engine_env={"FAKE_ENGINE_BATCH_DELAY_S": "0.3"})
+    fleet.start_gpu_worker(
+        engine_env={"FAKE_ENGINE_BATCH_DELAY_S": "0.3", "FAKE_ENGINE_PREPROCESS_S": "0.01"}
+    )
     for document in documents:
         assert client.wait_terminal(document["id"], timeout=180)["state"] == "completed"
     assert _prefetched(fleet, "worker-gpu"), "the worker never claimed a batch ahead"
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert len(events) == 12
+    assert all(event["prepared_ahead"] for event in events), "the engine prepared a page on its own time"
     with sessions() as session:
         runs = session.execute(
             select(func.count()).select_from(UsageEntry).where(UsageEntry.document_id.in_(ids(*documents)))

@@ -34,6 +34,8 @@ class PageInput:
     mode: Mode
     task: PromptTask = PromptTask.MARKDOWN
     query: str | None = None  # the phrase for PromptTask.LOCATE
+    # What the engine's ``preprocess`` built for this page ahead of ``run``; opaque to everyone else.
+    prepared: object | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,15 @@ class Engine(Protocol):
 
     def warmup(self) -> None:
         """Run one synthetic page so the first real page pays no start-up cost."""
+        ...
+
+    def preprocess(self, page: PageInput) -> PageInput:
+        """The CPU-side work of reading ``page`` (resizing, tiling, tensors, prompt ids), done
+        ahead of ``run`` on another thread while the device reads the previous batch.
+
+        Thread-safe and never raises: a page it cannot prepare comes back unchanged, and ``run``
+        reports the failure as usual. ``run`` accepts pages prepared this way or not.
+        """
         ...
 
     def run(self, pages: Sequence[PageInput]) -> list[PageResult]:

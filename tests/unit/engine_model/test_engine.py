@@ -247,3 +247,30 @@ def test_unset_settings_take_the_family_profile(make_engine: EngineFactory, tiny
         21,
         (5,),
     )
+
+
+def test_pages_prepared_ahead_read_exactly_as_pages_prepared_in_the_call(make_engine: EngineFactory) -> None:
+    engine = make_engine(max_new_tokens=5)
+    pages = [page(1, Mode.GUNDAM), page(2, Mode.SMALL), page(3, Mode.BASE, size=(900, 600))]
+    ahead = [engine.preprocess(p) for p in pages]
+    assert all(p.prepared is not None for p in ahead)
+    direct, prepared = engine.run(pages), engine.run(ahead)
+    for one, other in zip(direct, prepared, strict=True):
+        assert (one.raw_output, one.tokens, one.grid) == (other.raw_output, other.tokens, other.grid)
+
+
+def test_a_page_prepared_for_another_mode_is_prepared_again(make_engine: EngineFactory) -> None:
+    engine = make_engine(max_new_tokens=3)
+    ahead = engine.preprocess(page(1, Mode.TINY))
+    [escalated] = engine.run([PageInput(1, ahead.image, Mode.LARGE, prepared=ahead.prepared)])
+    assert escalated.tokens.vision == token_geometry(Mode.LARGE, *A4).vision_features
+
+
+def test_a_page_that_cannot_be_prepared_comes_back_unchanged_and_fails_in_the_call(
+    make_engine: EngineFactory,
+) -> None:
+    engine = make_engine(max_new_tokens=3)
+    unreadable = page(2, Mode.TINY, task=PromptTask.LOCATE)  # no query to locate
+    assert engine.preprocess(unreadable) is unreadable
+    with pytest.raises(PageFailed):
+        engine.run([unreadable])

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 import torch
@@ -61,6 +61,22 @@ class _PreparedPage:
     prompt_ids: list[int]
     max_new_tokens: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class _PreparedAhead:
+    """What ``preprocess`` built for one page, and for which reading of it."""
+
+    mode: Mode
+    task: PromptTask
+    query: str | None
+    image: PreparedImage
+    prompt_ids: list[int]
+    max_new_tokens: int
+    seconds: float
+
+    def serves(self, page: PageInput) -> bool:
+        return (self.mode, self.task, self.query) == (page.mode, page.task, page.query)
 
 
 @dataclass(frozen=True)
@@ -112,6 +128,16 @@ class DeepSeekOcrEngine:
         outcome = self._run([page], new_token_cap=WARMUP_NEW_TOKENS)[0]
         if isinstance(outcome, PageFailed):
             raise EngineFatal(f"warm-up failed: {outcome.message}")
+
+    def preprocess(self, page: PageInput) -> PageInput:
+        try:
+            item = self._prepare(0, page, None)
+        except Exception:  # run() prepares it again and reports why it cannot be read
+            return page
+        ahead = _PreparedAhead(
+            page.mode, page.task, page.query, item.image, item.prompt_ids, item.max_new_tokens, item.seconds
+        )
+        return replace(page, prepared=ahead)
 
     def run(self, pages: Sequence[PageInput]) -> list[PageResult]:
         outcomes = self.run_outcomes(pages)
@@ -177,6 +203,11 @@ class DeepSeekOcrEngine:
         return item.page.mode, 0
 
     def _prepare(self, position: int, page: PageInput, new_token_cap: int | None) -> _PreparedPage:
+        ahead = page.prepared
+        if isinstance(ahead, _PreparedAhead) and ahead.serves(page) and new_token_cap is None:
+            return _PreparedPage(
+                position, page, ahead.image, ahead.prompt_ids, ahead.max_new_tokens, ahead.seconds
+            )
         started = time.perf_counter()
         image = prepare_image(
             page.image,
