@@ -18,10 +18,12 @@ from api.schemas import (
     PageOut,
     PageResultOut,
     TokenTotals,
+    WaitingOut,
 )
 from scriptorium.batches.outcomes import item_outcome
 from scriptorium.batches.queries import BatchStatus
 from scriptorium.db.models import Batch, BatchItem, Document, Page
+from scriptorium.gpu_workers import Waiting
 from scriptorium.storage import ObjectStore
 
 
@@ -47,7 +49,12 @@ def _error(code: str | None, message: str | None) -> ErrorDetail | None:
 
 
 def present_document(
-    document: Document, counts: dict[str, int], base_url: str, store: ObjectStore
+    document: Document,
+    counts: dict[str, int],
+    base_url: str,
+    store: ObjectStore,
+    *,
+    waiting: Waiting | None = None,
 ) -> DocumentOut:
     return DocumentOut(
         id=document.id,
@@ -77,6 +84,7 @@ def present_document(
         escalations=document.escalations,
         engine_seconds=round(document.engine_seconds, 4),
         error=_error(document.error_code, document.error_message),
+        waiting=WaitingOut(reason=waiting.reason, model=waiting.model) if waiting else None,
         created_at=document.created_at,
         updated_at=document.updated_at,
         started_at=document.started_at,

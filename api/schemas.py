@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -45,6 +45,13 @@ class DocumentLinks(BaseModel):
     )
 
 
+class WaitingOut(BaseModel):
+    reason: Literal["no_worker_for_model"] = Field(
+        description="no_worker_for_model: no live GPU worker serves the document's model family"
+    )
+    model: str = Field(description="the model family the document's pages wait for")
+
+
 class DocumentOut(BaseModel):
     id: uuid.UUID
     state: str
@@ -67,6 +74,11 @@ class DocumentOut(BaseModel):
     escalations: int
     engine_seconds: float
     error: ErrorDetail | None
+    waiting: WaitingOut | None = Field(
+        default=None,
+        description="why a processing document's queued pages are not being read; null when nothing "
+        "holds them up (they are read as soon as a worker of their model family is live again)",
+    )
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None

@@ -48,10 +48,11 @@ def admit_and_dispatch(uow: UnitOfWork, *, depth: int, lost_after_s: int, batch_
 def dispatch_pages(uow: UnitOfWork, *, depth: int, lost_after_s: int, batch_pages: int = 1) -> int:
     """Only top the broker up with due pages: the cheap refill after each engine batch.
 
-    Due pages travel as engine batches of up to ``batch_pages`` pages of one mode and lane, grouped
-    by predicted output length (:mod:`scriptorium.batching`); a page that was tried before travels
-    alone. The admission work of :func:`admit_and_dispatch` (duplicates, budgets, concurrency) runs
-    when a document finishes and on every sweep. Returns how many pages were sent.
+    Due pages travel as engine batches of up to ``batch_pages`` pages of one model family, mode and
+    lane (each batch in its family's GPU queue), grouped by predicted output length
+    (:mod:`scriptorium.batching`); a page that was tried before travels alone. The admission work
+    of :func:`admit_and_dispatch` (duplicates, budgets, concurrency) runs when a document finishes
+    and on every sweep. Returns how many pages were sent.
     """
     due = dispatch_due_pages(uow.session, depth=depth, lost_after_s=lost_after_s)
     if not due:
@@ -66,19 +67,20 @@ def dispatch_pages(uow: UnitOfWork, *, depth: int, lost_after_s: int, batch_page
     for batch in engine_batches(due, batch_pages):
         head = batch[0]
         pages = [(page.document_id, page.page_no) for page in batch]
-        uow.outbox.ocr(pages, request_ids.get(head.document_id), head.lane)
+        uow.outbox.ocr(pages, request_ids.get(head.document_id), head.lane, model=head.model)
     return len(due)
 
 
 def engine_batches(due: list[DuePage], batch_pages: int) -> list[list[DuePage]]:
-    """Group due pages (in dispatch order) into engine batches: same lane and mode, similar length."""
-    groups: dict[tuple[Lane, str], list[DuePage]] = {}
+    """Group due pages (in dispatch order) into engine batches: same family, lane and mode, similar
+    length."""
+    groups: dict[tuple[str, Lane, str], list[DuePage]] = {}
     batches: list[list[DuePage]] = []
     for page in due:
         if page.attempts > 0:  # a retried page may be what crashed its last batch: it runs alone
             batches.append([page])
         else:
-            groups.setdefault((page.lane, page.mode), []).append(page)
+            groups.setdefault((page.model, page.lane, page.mode), []).append(page)
     for pages in groups.values():
         batches.extend(plan_batches(pages, max(1, batch_pages)))
     return sorted(batches, key=lambda batch: (batch[0].lane.rank, min(page.turn for page in batch)))

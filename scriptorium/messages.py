@@ -34,6 +34,7 @@ class Message:
     kwargs: dict[str, Any]
     priority: int = 0
     countdown: float | None = None
+    model: str | None = None  # OCR messages: the family whose GPU queue carries it
 
 
 @dataclass
@@ -50,15 +51,20 @@ class Outbox:
         pages: Sequence[tuple[uuid.UUID, int]],
         request_id: str | None = None,
         lane: Lane = Lane.INTERACTIVE,
+        *,
+        model: str,
     ) -> None:
-        """An engine batch: pages of one mode, read together by whichever GPU worker takes it."""
+        """An engine batch: pages of one mode and one model family, read together by whichever GPU
+        worker of that family takes it from the family's queue."""
         self._add(
             OCR_TASK,
             {
                 "pages": [[str(document_id), page_no] for document_id, page_no in pages],
                 "request_id": request_id,
+                "model": model,
             },
             priority=lane,
+            model=model,
         )
 
     def expand_batch(
@@ -89,5 +95,6 @@ class Outbox:
         *,
         priority: Lane = Lane.INTERACTIVE,
         countdown: float | None = None,
+        model: str | None = None,
     ) -> None:
-        self.messages.append(Message(task, kwargs, LANE_PRIORITY[priority], countdown))
+        self.messages.append(Message(task, kwargs, LANE_PRIORITY[priority], countdown, model))

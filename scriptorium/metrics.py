@@ -6,8 +6,9 @@ before this module is imported, every pool process writes its values to that dir
 worker's exporter (``worker.metrics_server``) adds them up. Gauges say how values of several
 processes combine (``multiprocess_mode``); the ``live*`` modes drop processes that have exited.
 
-The backlog (queue depth, age of the oldest waiting page) is read from Postgres when Prometheus
-scrapes the API, because Postgres, not the broker, knows what is waiting.
+The backlog (queue depth, age of the oldest waiting page, pages waiting for a worker of their
+model family) is read from Postgres when Prometheus scrapes the API, because Postgres, not the
+broker, knows what is waiting.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Document, Page
+from scriptorium.gpu_workers import pages_waiting_for_model
 from scriptorium.logging import get_logger
+from scriptorium.model_families import MODEL_FAMILY_NAMES
 from scriptorium.states import DocumentState, PageState
 
 log = get_logger(__name__)
@@ -221,14 +224,17 @@ class Backlog:
     waiting_documents: int = 0  # received, not yet picked up by the prepare step
     oldest_waiting_document_age_s: float = 0.0
     preparing_documents: int = 0
+    # Queued pages per model family that no live GPU worker serves (scriptorium.gpu_workers).
+    pages_waiting_for_model: dict[str, int] = field(default_factory=dict)
 
     @property
     def queued_pages(self) -> int:
         return sum(self.queued_pages_by_mode.values())
 
 
-def read_backlog(session: Session) -> Backlog:
-    """What waits for the workers, in three index-backed queries under a short statement timeout."""
+def read_backlog(session: Session, *, gone_after_s: float) -> Backlog:
+    """What waits for the workers, in a few index-backed queries under a short statement timeout;
+    a GPU worker silent for ``gone_after_s`` does not count as serving its family."""
     session.execute(text(f"SET LOCAL statement_timeout = {BACKLOG_STATEMENT_TIMEOUT_MS}"))
     age = func.coalesce(func.extract("epoch", func.now() - func.min(Page.created_at)), 0)
     queued = session.execute(
@@ -257,14 +263,20 @@ def read_backlog(session: Session) -> Backlog:
         waiting_documents=waiting,
         oldest_waiting_document_age_s=waiting_age,
         preparing_documents=preparing,
+        pages_waiting_for_model={
+            model: count
+            for model, count in pages_waiting_for_model(session, gone_after_s=gone_after_s).items()
+            if count
+        },
     )
 
 
 class BacklogCollector(Collector):
     """Reads the backlog at scrape time; reports ``scriptorium_backlog_up 0`` when it cannot."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], *, gone_after_s: float) -> None:
         self._sessions = sessions
+        self._gone_after_s = gone_after_s
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         backlog = self._read()
@@ -278,7 +290,7 @@ class BacklogCollector(Collector):
     def _read(self) -> Backlog | None:
         try:
             with self._sessions() as session, session.begin():
-                return read_backlog(session)
+                return read_backlog(session, gone_after_s=self._gone_after_s)
         except Exception as error:  # the database is away: say so in the scrape, do not fail it
             log.warning("metrics.backlog_unavailable", error=str(error))
             return None
@@ -315,10 +327,18 @@ def backlog_families(backlog: Backlog) -> Iterator[GaugeMetricFamily]:
         "Documents being rasterised and routed right now",
         value=backlog.preparing_documents,
     )
+    waiting = GaugeMetricFamily(
+        "scriptorium_pages_waiting_for_model",
+        "Queued pages of a model family no live GPU worker serves (0 while one does)",
+        labels=["model"],
+    )
+    for model in MODEL_FAMILY_NAMES:
+        waiting.add_metric([model], backlog.pages_waiting_for_model.get(model, 0))
+    yield waiting
 
 
-def backlog_registry(sessions: sessionmaker[Session]) -> CollectorRegistry:
+def backlog_registry(sessions: sessionmaker[Session], *, gone_after_s: float) -> CollectorRegistry:
     """A registry holding only the backlog collector (built per scrape by the API)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BacklogCollector(sessions))
+    registry.register(BacklogCollector(sessions, gone_after_s=gone_after_s))
     return registry

@@ -4,6 +4,10 @@ Redis only carries signals: each message names a document (and page) whose row i
 says what to do. Settings follow the measured reliability notes: late acks, requeue when a
 worker is lost, prefetch one, a visibility timeout far above the hard time limit, no result
 backend and no chords.
+
+CPU work shares one queue. GPU work has a queue per model family (:func:`gpu_queue`): a GPU
+worker serves one family and consumes only that family's queue, so an OCR message reaches a
+worker that holds the model its pages were uploaded for.
 """
 
 from __future__ import annotations
@@ -21,10 +25,19 @@ from scriptorium.messages import (
     PREPARE_TASK,
     Message,
 )
+from scriptorium.model_families import ModelFamily
 from scriptorium.settings import Settings
 
 CPU_QUEUE = "scriptorium.cpu"
-GPU_QUEUE = "scriptorium.gpu"
+GPU_QUEUE_PREFIX = "scriptorium.gpu."
+
+
+def gpu_queue(model: str) -> str:
+    """The queue of OCR messages for pages of ``model`` (a family name, e.g. ``deepseek-ocr``)."""
+    return f"{GPU_QUEUE_PREFIX}{ModelFamily(model).value}"
+
+
+GPU_QUEUES: tuple[str, ...] = tuple(gpu_queue(family) for family in ModelFamily)
 
 log = get_logger(__name__)
 
@@ -77,8 +90,7 @@ def create_celery(settings: Settings, *, main: str = "scriptorium") -> Celery:
             EXPAND_BATCH_TASK: {"queue": CPU_QUEUE},
             POLL_WATCHES_TASK: {"queue": CPU_QUEUE},
             INGEST_WATCH_TASK: {"queue": CPU_QUEUE},
-            OCR_TASK: {"queue": GPU_QUEUE},
-        },
+        },  # OCR_TASK has no route: each message names its family's queue (queue_of)
         beat_schedule={
             "deliver-webhooks": {
                 "task": DELIVER_WEBHOOKS_TASK,
@@ -95,6 +107,15 @@ def create_celery(settings: Settings, *, main: str = "scriptorium") -> Celery:
     return app
 
 
+def queue_of(message: Message) -> str | None:
+    """The queue a message goes to: its family's GPU queue for OCR, else the task's route."""
+    if message.task == OCR_TASK:
+        if message.model is None:
+            raise ValueError("an OCR message must name its model family")
+        return gpu_queue(message.model)
+    return None
+
+
 class Publisher:
     """Sends task messages; a failed publish is logged and left for the sweeper to repeat."""
 
@@ -106,10 +127,13 @@ class Publisher:
         return sum(self._send(message) for message in messages)
 
     def _send(self, message: Message) -> bool:
+        queue = queue_of(message)
+        routing = {"queue": queue} if queue is not None else {}
         try:
             self._app.send_task(
                 message.task,
                 kwargs=message.kwargs,
+                **routing,
                 priority=message.priority,
                 countdown=message.countdown,
                 retry=True,

@@ -1,6 +1,9 @@
 """Lanes and per-tenant fair share: which queued pages go to the broker next, decided in SQL.
 
-Each lane keeps at most ``depth`` live page messages, so a bulk backlog never stands between an
+Every model family is scheduled on its own: its pages travel in its own GPU queue to its own
+workers (``scriptorium.queueing.gpu_queue``), so lanes, depth and tenant turns hold per family,
+and a backlog of one family never takes the broker slots of the other. Within a family, each lane
+keeps at most ``depth`` live page messages, so a bulk backlog never stands between an
 interactive page and a GPU: interactive pages are dispatched first and travel at a higher broker
 priority. Within a lane tenants take turns: a tenant's due pages are numbered 1, 2, 3 … after the
 pages it already has in flight, and pages go out in that order, so a tenant with a million queued
@@ -22,6 +25,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from scriptorium.batching import next_batch
+from scriptorium.gpu_workers import last_heard_from
+from scriptorium.model_families import ModelFamily
 from scriptorium.sql import LIVE_PAGE_MESSAGE, PAGE_MESSAGE_DUE, PREDICTED_TOKENS, params
 from scriptorium.states import Lane
 
@@ -29,32 +34,34 @@ LANES = (Lane.INTERACTIVE, Lane.BULK)
 
 _LIVE_MESSAGES = text(
     f"""
-    SELECT d.priority AS lane, count(*) AS messages
+    SELECT d.model, d.priority AS lane, count(*) AS messages
     FROM pages p JOIN documents d ON d.id = p.document_id
     WHERE {LIVE_PAGE_MESSAGE}
-    GROUP BY d.priority
+    GROUP BY d.model, d.priority
     """  # noqa: S608 - composed from constant fragments (scriptorium.sql), values are bound
 )
 
-# "waiting" lists the lane's tenants with processing documents by skipping through the index
-# (one probe per tenant, not one row per document); each tenant then offers at most :capacity
-# pages in document order, of which the first "allowed" (its page budget) take part.
+# "waiting" lists the lane's tenants with processing documents of the family by skipping through
+# the index (one probe per tenant, not one row per document); each tenant then offers at most
+# :capacity pages in document order, of which the first "allowed" (its page budget, counted over
+# every family) take part. Turns count the tenant's pages in flight in this lane and family.
 _DISPATCH_LANE = text(
     f"""
     WITH RECURSIVE waiting(tenant_id) AS (
         (SELECT d.tenant_id FROM documents d
-         WHERE d.state = :document_processing AND d.priority = :lane
+         WHERE d.state = :document_processing AND d.priority = :lane AND d.model = :model
          ORDER BY d.tenant_id LIMIT 1)
         UNION ALL
         SELECT (SELECT d.tenant_id FROM documents d
-                WHERE d.state = :document_processing AND d.priority = :lane AND d.tenant_id > w.tenant_id
+                WHERE d.state = :document_processing AND d.priority = :lane AND d.model = :model
+                  AND d.tenant_id > w.tenant_id
                 ORDER BY d.tenant_id LIMIT 1)
         FROM waiting w WHERE w.tenant_id IS NOT NULL
     ),
     flight AS (
         SELECT d.tenant_id,
                count(*) AS pages,
-               count(*) FILTER (WHERE d.priority = :lane) AS lane_pages
+               count(*) FILTER (WHERE d.priority = :lane AND d.model = :model) AS lane_pages
         FROM pages p JOIN documents d ON d.id = p.document_id
         WHERE p.state = :page_running OR {LIVE_PAGE_MESSAGE}
         GROUP BY d.tenant_id
@@ -80,8 +87,8 @@ _DISPATCH_LANE = text(
         CROSS JOIN LATERAL (
             SELECT p.document_id, p.page_no, d.created_at
             FROM documents d JOIN pages p ON p.document_id = d.id
-            WHERE d.priority = :lane AND d.tenant_id = a.tenant_id AND d.state = :document_processing
-              AND p.state = :page_queued AND {PAGE_MESSAGE_DUE}
+            WHERE d.priority = :lane AND d.model = :model AND d.tenant_id = a.tenant_id
+              AND d.state = :document_processing AND p.state = :page_queued AND {PAGE_MESSAGE_DUE}
             ORDER BY d.created_at, d.id, p.page_no
             LIMIT :capacity
         ) c
@@ -104,15 +111,16 @@ _DISPATCH_LANE = text(
 )
 
 # The next engine batch a GPU worker takes by itself (prefetching while its engine reads): pages
-# already dispatched (their messages are in the broker and will find nothing), never tried (a page
-# retried after a crash runs alone, so a poison page kills no batch-mate), of the mode of the page
-# at the head of the claim order. Pages running count as turns taken, as in-flight pages do for
-# dispatch. The batch itself is chosen among these candidates by scriptorium.batching.
+# of the family it serves, already dispatched (their messages are in the broker and will find
+# nothing), never tried (a page retried after a crash runs alone, so a poison page kills no
+# batch-mate), of the mode of the page at the head of the claim order. Pages running count as
+# turns taken, as in-flight pages do for dispatch (per family, as there). The batch itself is
+# chosen among these candidates by scriptorium.batching.
 _CLAIM_ORDER = f"""
     WITH running AS (
         SELECT d.tenant_id, d.priority, count(*) AS pages
         FROM pages p JOIN documents d ON d.id = p.document_id
-        WHERE p.state = :page_running
+        WHERE p.state = :page_running AND d.model = :model
         GROUP BY d.tenant_id, d.priority
     ),
     ranked AS (
@@ -126,7 +134,7 @@ _CLAIM_ORDER = f"""
         JOIN documents d ON d.id = p.document_id
         LEFT JOIN running r ON r.tenant_id = d.tenant_id AND r.priority = d.priority
         WHERE p.state = :page_queued AND p.dispatched_at IS NOT NULL AND p.attempts = 0
-          AND d.state = :document_processing {{mode_filter}}
+          AND d.state = :document_processing AND d.model = :model {{mode_filter}}
     )
     SELECT r.document_id, r.page_no, r.planned_mode AS mode, r.lane, r.turn, r.predicted_tokens, 0 AS attempts
     FROM pages p JOIN ranked r ON r.document_id = p.document_id AND r.page_no = p.page_no
@@ -147,17 +155,19 @@ class DuePage:
     document_id: uuid.UUID
     page_no: int
     lane: Lane
+    model: str
     mode: str
     attempts: int
     predicted_tokens: int
     turn: int  # its place in its tenant's order within the lane
 
     @classmethod
-    def of(cls, row: Any, lane: Lane | None = None) -> DuePage:
+    def of(cls, row: Any, model: str, lane: Lane | None = None) -> DuePage:
         return cls(
             row.document_id,
             row.page_no,
             lane or Lane(row.lane),
+            model,
             row.mode,
             row.attempts,
             int(row.predicted_tokens),
@@ -165,41 +175,60 @@ class DuePage:
         )
 
 
-def live_messages(session: Session, *, lost_after_s: int) -> dict[Lane, int]:
-    """Page messages presumed in the broker, per lane (queued pages dispatched recently)."""
+def live_messages(session: Session, *, lost_after_s: int) -> dict[tuple[ModelFamily, Lane], int]:
+    """Page messages presumed in the broker, per family and lane (queued pages dispatched recently)."""
     rows = session.execute(_LIVE_MESSAGES, params(_LIVE_MESSAGES, lost_after_s=lost_after_s)).all()
-    counts = {lane: 0 for lane in LANES}
-    counts.update({Lane(row.lane): int(row.messages) for row in rows})
+    counts = {(model, lane): 0 for model in ModelFamily for lane in LANES}
+    counts.update({(ModelFamily(row.model), Lane(row.lane)): int(row.messages) for row in rows})
     return counts
 
 
 def dispatch_due_pages(session: Session, *, depth: int, lost_after_s: int) -> list[DuePage]:
-    """Mark the pages to send now as dispatched, interactive lane first, tenants in turn."""
+    """Mark the pages to send now as dispatched: per family, interactive lane first, tenants in turn.
+
+    A message counts as lost when its page was not claimed within ``lost_after_s`` although a
+    worker of its family was heard from after it was sent: while a family waits for a worker
+    (``scriptorium.gpu_workers``) its queue holds at most one message per page, not a new copy
+    every ``lost_after_s``.
+    """
     live = live_messages(session, lost_after_s=lost_after_s)
+    heard = last_heard_from(session)
     due: list[DuePage] = []
-    for lane in LANES:
-        capacity = depth - live[lane]
-        if capacity <= 0:
-            continue
-        rows = session.execute(
-            _DISPATCH_LANE,
-            params(_DISPATCH_LANE, lane=lane.value, capacity=capacity, lost_after_s=lost_after_s),
-        ).all()
-        due.extend(sorted((DuePage.of(row, lane) for row in rows), key=lambda page: page.turn))
+    for model in ModelFamily:
+        for lane in LANES:
+            capacity = depth - live[(model, lane)]
+            if capacity <= 0:
+                continue
+            rows = session.execute(
+                _DISPATCH_LANE,
+                params(
+                    _DISPATCH_LANE,
+                    lane=lane.value,
+                    model=model.value,
+                    capacity=capacity,
+                    lost_after_s=lost_after_s,
+                    family_seen_at=heard.get(model.value),
+                ),
+            ).all()
+            pages = (DuePage.of(row, model.value, lane) for row in rows)
+            due.extend(sorted(pages, key=lambda page: page.turn))
     return due
 
 
-def lock_next_batch(session: Session, *, batch_size: int, window_batches: int) -> list[DuePage]:
-    """Lock the next engine batch of dispatched, never-tried pages (see ``_CLAIM_ORDER``): the mode of
-    the page at the head of the line, then up to ``batch_size`` pages of that mode chosen by length
-    (:func:`scriptorium.batching.next_batch`) among the first ``window_batches`` batches' worth."""
+def lock_next_batch(session: Session, *, model: str, batch_size: int, window_batches: int) -> list[DuePage]:
+    """Lock the next engine batch of dispatched, never-tried pages of ``model`` (see ``_CLAIM_ORDER``):
+    the mode of the page at the head of the line, then up to ``batch_size`` pages of that mode chosen
+    by length (:func:`scriptorium.batching.next_batch`) among the first ``window_batches`` batches'
+    worth."""
     if batch_size <= 0:
         return []
-    head = session.execute(_HEAD_OF_LINE, params(_HEAD_OF_LINE, limit=1)).first()
+    family = ModelFamily(model).value
+    head = session.execute(_HEAD_OF_LINE, params(_HEAD_OF_LINE, model=family, limit=1)).first()
     if head is None:
         return []
     rows = session.execute(
-        _CANDIDATES, params(_CANDIDATES, mode=head.mode, limit=batch_size * window_batches)
+        _CANDIDATES,
+        params(_CANDIDATES, model=family, mode=head.mode, limit=batch_size * window_batches),
     ).all()
-    candidates = [DuePage.of(row) for row in rows]
+    candidates = [DuePage.of(row, family) for row in rows]
     return next_batch(candidates, batch_size, window_batches=window_batches)

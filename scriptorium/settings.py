@@ -116,6 +116,16 @@ class LimitsSettings(BaseModel):
     lost_message_after_s: int = 300  # a queued page without progress this long is re-sent
     sweep_interval_s: float = 15.0
     dispatch_depth: int = 64  # most page messages kept in the broker per queue
+    # Each GPU worker process says it is alive this often (its gpu_workers row); one silent for
+    # gpu_worker_gone_after_s no longer counts, and its family's pages wait visibly.
+    gpu_heartbeat_s: float = Field(default=5.0, gt=0)
+    gpu_worker_gone_after_s: float = Field(default=15.0, gt=0)
+
+    @model_validator(mode="after")
+    def _heartbeats_fit(self) -> LimitsSettings:
+        if self.gpu_worker_gone_after_s < 2 * self.gpu_heartbeat_s:
+            raise ValueError("limits.gpu_worker_gone_after_s must be at least twice limits.gpu_heartbeat_s")
+        return self
 
 
 class LogSettings(BaseModel):

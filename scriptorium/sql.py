@@ -25,9 +25,12 @@ _ENUM_PARAMS: dict[str, StrEnum] = {
 LIVE_PAGE_MESSAGE = (
     "(p.state = :page_queued AND p.dispatched_at >= now() - make_interval(secs => :lost_after_s))"
 )
-# A queued page to send (again): never sent, or its message presumed lost.
+# A queued page to send (again): never sent, or its message presumed lost: sent more than
+# ``lost_after_s`` ago, and before a worker of its family was last heard from (``family_seen_at``,
+# NULL when none ever was), so a message nobody was there to consume is not sent again and again.
 PAGE_MESSAGE_DUE = (
-    "(p.dispatched_at IS NULL OR p.dispatched_at < now() - make_interval(secs => :lost_after_s))"
+    "(p.dispatched_at IS NULL OR p.dispatched_at < least(now() - make_interval(secs => :lost_after_s), "
+    "coalesce(CAST(:family_seen_at AS timestamptz), '-infinity'::timestamptz)))"
 )
 # The router's prediction of a page's output length (0 for pages routed without one).
 PREDICTED_TOKENS = "coalesce((p.routing->>'predicted_text_tokens')::int, 0)"

@@ -2,7 +2,8 @@
 
 Each pool process builds its own runtime (database pool, storage client, and for GPU workers
 the resident engine) after the fork, in ``worker_process_init``; readiness is announced only
-after the engine has been warmed up. Task messages carry ids only; every task derives from
+after the engine has been warmed up, and a GPU process then keeps its ``gpu_workers`` row fresh
+(``worker.heartbeat``) until it shuts down. Task messages carry ids only; every task derives from
 :class:`worker.task_base.FleetTask` (log context, dependency outages waited out).
 """
 
@@ -30,6 +31,7 @@ from scriptorium.messages import (
 from scriptorium.queueing import create_celery
 from scriptorium.settings import Settings
 from worker.assembly import store_document_result
+from worker.heartbeat import Heartbeat
 from worker.ingestion import expand_batch, ingest_watch, poll_watches
 from worker.ocr import ocr_batch
 from worker.preparation import prepare_document
@@ -50,6 +52,7 @@ class ProcessState:
         self.engine_factory = engine_factory
         self.ready_file = ready_file
         self._runtime: WorkerRuntime | None = None
+        self.heartbeat: Heartbeat | None = None
 
     def start(self) -> WorkerRuntime:
         if self._runtime is not None:
@@ -68,7 +71,15 @@ class ProcessState:
             metrics.record_engine_ready(
                 engine, load_seconds=loaded - started, warmup_seconds=time.perf_counter() - loaded
             )
-            log.info("engine.ready", revision=engine.revision)
+            log.info("engine.ready", revision=engine.revision, model=engine.model)
+            self.heartbeat = Heartbeat(
+                runtime.units,
+                identity=runtime.identity,
+                model=engine.model,
+                model_revision=engine.revision,
+                interval_s=self.settings.limits.gpu_heartbeat_s,
+            )
+            self.heartbeat.start()
         else:
             runtime.render_sandbox().prestart()  # CPU workers prepare documents: have the render child ready
         self._runtime = runtime
@@ -80,6 +91,12 @@ class ProcessState:
     @property
     def runtime(self) -> WorkerRuntime:
         return self.start()
+
+    def shut_down(self) -> None:
+        """A clean exit of this process: its GPU worker row goes with it."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self.heartbeat = None
 
 
 def create_worker_app(
@@ -93,12 +110,16 @@ def create_worker_app(
     def _start_process(**_: Any) -> None:
         state.start()
 
+    @signals.worker_process_shutdown.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _stop_process(**_: Any) -> None:
+        state.shut_down()
+
     @app.task(name=PREPARE_TASK, base=FleetTask)  # type: ignore[untyped-decorator]
     def prepare(document_id: str, request_id: str | None = None) -> None:
         prepare_document(state.runtime, uuid.UUID(document_id))
 
     @app.task(name=OCR_TASK, base=FleetTask, cancellable=True)  # type: ignore[untyped-decorator]
-    def ocr(pages: list[list[Any]], request_id: str | None = None) -> None:
+    def ocr(pages: list[list[Any]], request_id: str | None = None, model: str | None = None) -> None:
         ocr_batch(
             state.runtime, [(uuid.UUID(str(document_id)), int(page_no)) for document_id, page_no in pages]
         )

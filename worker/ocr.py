@@ -43,6 +43,7 @@ from scriptorium.lifecycle.claims import (
     claim_next_batch,
     claim_pages,
     extend_leases,
+    redispatch_foreign_pages,
     release_claim,
 )
 from scriptorium.lifecycle.recording import AttemptRecord, PageOutcome, record_page_outcomes
@@ -146,7 +147,7 @@ def ocr_batch(runtime: WorkerRuntime, pages: Sequence[tuple[uuid.UUID, int]]) ->
     documents = {document_id for document_id, _ in pages}
     if len(documents) == 1:
         bind_context(document_id=str(documents.pop()))
-    claims = _claim_listed(runtime, pages)
+    claims = _claim_listed(runtime, engine.model, pages)
     if not claims:
         log.info("batch.skipped", why="not claimable (duplicate, cancelled, finished or exhausted)")
         return
@@ -243,6 +244,7 @@ class FeedPipeline:
         with self.runtime.units.committing() as uow:
             claims = claim_next_batch(
                 uow.session,
+                model=self.engine.model,
                 batch_size=settings.engine.max_batch_pages,
                 window_batches=WINDOW_BATCHES,
                 owner=self.runtime.identity,
@@ -313,10 +315,21 @@ def _record_through_outage(
             time.sleep(delay)
 
 
-def _claim_listed(runtime: WorkerRuntime, pages: Sequence[tuple[uuid.UUID, int]]) -> list[PageClaim]:
+def _claim_listed(
+    runtime: WorkerRuntime, model: str, pages: Sequence[tuple[uuid.UUID, int]]
+) -> list[PageClaim]:
+    """Claim the message's pages of ``model``; pages of another family (a misrouted message) are
+    handed to the dispatcher for their own family's queue, never read here."""
     settings = runtime.settings
     with runtime.units.committing() as uow:
-        claims = claim_pages(uow.session, pages, owner=runtime.identity, lease_s=settings.limits.lease_s)
+        claims = claim_pages(
+            uow.session, pages, model=model, owner=runtime.identity, lease_s=settings.limits.lease_s
+        )
+        misrouted = {}
+        if len(claims) < len(pages):
+            misrouted = redispatch_foreign_pages(uow.session, pages, model=model)
+    for family, foreign in misrouted.items():
+        log.warning("batch.misrouted", served=model, pages_model=family, pages=len(foreign))
     if claims:
         log.info("batch.claimed", batch=len(claims), mode=claims[0].planned_mode, listed=len(pages))
     return claims

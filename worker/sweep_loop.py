@@ -5,6 +5,9 @@ the very thing that repairs them. Here it needs only Postgres: each pass takes t
 (one sweeper repairs at a time, however many run), repairs, and publishes what it re-dispatches;
 a publish that fails leaves the rows as they are and the next pass sends them again. While the
 database is away the loop waits with a growing delay and says so.
+
+After each pass it also looks at which model families have queued pages but no live GPU worker
+(``scriptorium.gpu_workers``) and logs when a family starts waiting and when it is served again.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from scriptorium.gpu_workers import pages_waiting_for_model
 from scriptorium.logging import get_logger
 from scriptorium.settings import Settings
 from worker.runtime import WorkerRuntime
@@ -32,6 +36,7 @@ class SweepLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
         self._runtime: WorkerRuntime | None = None
+        self._model_waits = ModelWaits()
 
     def start(self) -> None:
         self._thread.start()
@@ -54,7 +59,8 @@ class SweepLoop:
                 # After an outage, leases that ran out meanwhile belong to workers that could not
                 # extend them; give those one lease to do so before taking their pages away.
                 grace = lease_s if time.monotonic() < grace_until else 0
-                run_sweep(self._runtime, lease_grace_s=grace)
+                if run_sweep(self._runtime, lease_grace_s=grace) is not None:
+                    self._model_waits.observe(self._runtime)
             except Exception as error:  # a pass that fails must not end the loop
                 failures += 1
                 delay = min(MAX_BACKOFF_S, interval * 2**failures)
@@ -82,3 +88,24 @@ class SweepLoop:
         self._liveness_file.parent.mkdir(parents=True, exist_ok=True)
         self._liveness_file.touch()
         os.utime(self._liveness_file)
+
+
+class ModelWaits:
+    """Which families waited for a worker at the last look; logs each change once."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, int] = {}
+
+    def observe(self, runtime: WorkerRuntime) -> dict[str, int]:
+        """Look again; returns the families waiting now with their queued pages."""
+        with runtime.sessions() as session:
+            counts = pages_waiting_for_model(
+                session, gone_after_s=runtime.settings.limits.gpu_worker_gone_after_s
+            )
+        now = {model: count for model, count in counts.items() if count}
+        for model in sorted(now.keys() - self.waiting.keys()):
+            log.warning("model.waiting_for_worker", model=model, queued_pages=now[model])
+        for model in sorted(self.waiting.keys() - now.keys()):
+            log.info("model.no_longer_waiting", model=model)  # a worker serves it, or nothing is queued
+        self.waiting = now
+        return now

@@ -16,17 +16,18 @@ from api.forms import accepted, document_options
 from api.pagination import decode_cursor, encode_cursor
 from api.presenters import present_document, present_page, present_page_result
 from api.routes.webhooks import document_webhook_url
+from api.runtime import ApiRuntime
 from api.schemas import DocumentList, DocumentOut, DocumentResult, PageOut, error_responses
 from scriptorium.acceptance import Dedup, intake_stream
 from scriptorium.db.models import Document, Page, Tenant
 from scriptorium.errors import Conflict, NotFound, ReasonCode
+from scriptorium.gpu_workers import waiting_documents
 from scriptorium.idempotency import find_by_key
 from scriptorium.lifecycle.documents import cancel_document, lock_document, page_state_counts
 from scriptorium.logging import bind_context, get_logger
 from scriptorium.page_ranges import MAX_PAGE_NUMBER
 from scriptorium.results import assemble_markdown, failed_pages
 from scriptorium.states import DocumentState, Lane
-from scriptorium.storage import ObjectStore
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 log = get_logger(__name__)
@@ -51,9 +52,14 @@ def _pages_source(session: Session, document: Document) -> Document:
     return original if original is not None else document
 
 
-def _present(session: Session, document: Document, base_url: str, store: ObjectStore) -> DocumentOut:
+def _present(session: Session, document: Document, base_url: str, runtime: ApiRuntime) -> DocumentOut:
     source = _pages_source(session, document)
-    body = present_document(document, page_state_counts(session, source.id), base_url, store)
+    waiting = None
+    if document.state == DocumentState.PROCESSING:
+        gone_after_s = runtime.settings.limits.gpu_worker_gone_after_s
+        waiting = waiting_documents(session, [document.id], gone_after_s=gone_after_s).get(document.id)
+    counts = page_state_counts(session, source.id)
+    body = present_document(document, counts, base_url, runtime.store, waiting=waiting)
     return body.model_copy(update={"pages_total": source.pages_total}) if source is not document else body
 
 
@@ -106,7 +112,7 @@ def upload_document(
     existing = find_by_key(session, Document, tenant.id, idempotency_key)
     if existing is not None:
         return accepted(
-            _present(session, existing, base_url, runtime.store), settings.api.retry_after_s, replay=True
+            _present(session, existing, base_url, runtime), settings.api.retry_after_s, replay=True
         )
     checked_webhook_url = (
         document_webhook_url(session, tenant.id, webhook_url, settings) if webhook_url else None
@@ -150,7 +156,7 @@ def upload_document(
     document = intake.document
     if intake.replayed:
         return accepted(
-            _present(session, document, base_url, runtime.store), settings.api.retry_after_s, replay=True
+            _present(session, document, base_url, runtime), settings.api.retry_after_s, replay=True
         )
     log.info(
         "document.received",
@@ -161,7 +167,7 @@ def upload_document(
         priority=document.priority,
         duplicate_of=document.duplicate_of and str(document.duplicate_of),
     )
-    return accepted(_present(session, document, base_url, runtime.store), settings.api.retry_after_s)
+    return accepted(_present(session, document, base_url, runtime), settings.api.retry_after_s)
 
 
 @router.get("", response_model=DocumentList, responses=ERRORS, summary="List documents, newest first")
@@ -197,7 +203,7 @@ def list_documents(
         ).scalars()
     )
     base_url = public_base_url(request, runtime)
-    items = [_present(session, d, base_url, runtime.store) for d in rows[:limit]]
+    items = [_present(session, d, base_url, runtime) for d in rows[:limit]]
     return DocumentList(
         items=items, next_cursor=encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     )
@@ -208,7 +214,7 @@ def get_document(
     document_id: uuid.UUID, request: Request, runtime: RuntimeDep, session: SessionDep, tenant: TenantDep
 ) -> DocumentOut:
     document = _own_document(session, tenant, document_id)
-    return _present(session, document, public_base_url(request, runtime), runtime.store)
+    return _present(session, document, public_base_url(request, runtime), runtime)
 
 
 @router.get(
@@ -241,7 +247,7 @@ def get_result(
         return PlainTextResponse(assemble_markdown(pages), media_type="text/markdown", headers=headers)
     base_url = public_base_url(request, runtime)
     result = DocumentResult(
-        document=_present(session, document, base_url, runtime.store),
+        document=_present(session, document, base_url, runtime),
         pages=[present_page_result(page, runtime.store) for page in sorted(pages, key=lambda p: p.page_no)],
         failed_pages=failed,
     )
@@ -287,5 +293,5 @@ def cancel(
     cancel_document(uow, locked)
     uow.commit()
     log.info("document.cancelled")
-    body = _present(session, locked, public_base_url(request, runtime), runtime.store)
+    body = _present(session, locked, public_base_url(request, runtime), runtime)
     return JSONResponse(body.model_dump(mode="json"), status_code=202)

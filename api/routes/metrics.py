@@ -17,4 +17,9 @@ router = APIRouter(tags=["health"])
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(runtime: RuntimeDep) -> Response:
-    return Response(generate_latest(backlog_registry(runtime.sessions)), media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        generate_latest(
+            backlog_registry(runtime.sessions, gone_after_s=runtime.settings.limits.gpu_worker_gone_after_s)
+        ),
+        media_type=CONTENT_TYPE_LATEST,
+    )

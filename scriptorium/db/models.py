@@ -148,6 +148,7 @@ class Document(Base):
         Index(
             "ix_documents_fair_share",
             "priority",
+            "model",
             "tenant_id",
             "created_at",
             "id",

@@ -1,4 +1,9 @@
-"""Claiming pages for an engine and documents for preparation, under leases in database time."""
+"""Claiming pages for an engine and documents for preparation, under leases in database time.
+
+A GPU worker serves one model family and claims only pages of documents of that family: a
+message that reached it by mistake (a misconfigured queue, a message from before the queues were
+split per family) leaves the other family's pages queued for their own workers.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from scriptorium.db.models import Document, Page
 from scriptorium.leases import expired, lease_until
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY, ModelFamily
 from scriptorium.scheduling import lock_next_batch
 from scriptorium.states import DocumentState, PageState
 
@@ -41,6 +47,15 @@ def _claimable_page() -> Any:
             Page.state == PageState.QUEUED,
             and_(Page.state == PageState.RUNNING, expired(Page.lease_expires_at)),
         ),
+    )
+
+
+def _document_of_another_model(model: str) -> Any:
+    """The page belongs to a document read by another model family than ``model``."""
+    return (
+        select(Document.id)
+        .where(Document.id == Page.document_id, Document.model != ModelFamily(model).value)
+        .exists()
     )
 
 
@@ -117,10 +132,11 @@ def _claims_returning(session: Session, statement: Any) -> list[PageClaim]:
 
 
 def claim_pages(
-    session: Session, pages: Sequence[tuple[uuid.UUID, int]], *, owner: str, lease_s: int
+    session: Session, pages: Sequence[tuple[uuid.UUID, int]], *, model: str, owner: str, lease_s: int
 ) -> list[PageClaim]:
-    """Take the listed pages that are still claimable under one lease for the batch; the others
-    (duplicate, stale or exhausted messages, cancelled or paused documents) are left alone."""
+    """Take the listed pages of ``model``'s documents that are still claimable, under one lease for
+    the batch; the others (duplicate, stale or exhausted messages, cancelled or paused documents,
+    pages another model family reads) are left alone."""
     if not pages:
         return []
     statement = (
@@ -129,6 +145,7 @@ def claim_pages(
             tuple_(Page.document_id, Page.page_no).in_(list(pages)),
             _claimable_page(),
             ~_document_paused(),
+            ~_document_of_another_model(model),
         )
         .values(**_running_under_new_lease(owner, lease_s, uuid.uuid4()))
     )
@@ -138,21 +155,54 @@ def claim_pages(
 
 
 def claim_page(
-    session: Session, document_id: uuid.UUID, page_no: int, *, owner: str, lease_s: int
+    session: Session,
+    document_id: uuid.UUID,
+    page_no: int,
+    *,
+    owner: str,
+    lease_s: int,
+    model: str = DEFAULT_MODEL_FAMILY,
 ) -> PageClaim | None:
-    """Take one page under a fresh lease, or None for a duplicate, stale or exhausted message."""
-    claims = claim_pages(session, [(document_id, page_no)], owner=owner, lease_s=lease_s)
+    """Take one page under a fresh lease, or None for a duplicate, stale or exhausted message (or a
+    page of another family than ``model``)."""
+    claims = claim_pages(session, [(document_id, page_no)], model=model, owner=owner, lease_s=lease_s)
     return claims[0] if claims else None
 
 
+def redispatch_foreign_pages(
+    session: Session, pages: Sequence[tuple[uuid.UUID, int]], *, model: str
+) -> dict[str, list[tuple[uuid.UUID, int]]]:
+    """Of ``pages`` (a message a worker of ``model`` received), those another family reads: still
+    queued ones are marked unsent, so the next dispatch sends them to their own family's queue.
+    Returns them by the family that reads them."""
+    if not pages:
+        return {}
+    listed = tuple_(Page.document_id, Page.page_no).in_(list(pages))
+    session.execute(
+        update(Page)
+        .where(listed, _document_of_another_model(model), Page.state == PageState.QUEUED)
+        .values(dispatched_at=None, updated_at=func.now())
+    )
+    rows = session.execute(
+        select(Document.model, Page.document_id, Page.page_no)
+        .join(Document, Document.id == Page.document_id)
+        .where(listed, Document.model != ModelFamily(model).value)
+    ).all()
+    found: dict[str, list[tuple[uuid.UUID, int]]] = {}
+    for row in rows:
+        found.setdefault(row.model, []).append((row.document_id, row.page_no))
+    return found
+
+
 def claim_next_batch(
-    session: Session, *, batch_size: int, window_batches: int, owner: str, lease_s: int
+    session: Session, *, model: str, batch_size: int, window_batches: int, owner: str, lease_s: int
 ) -> list[PageClaim]:
-    """Claim the next engine batch straight from Postgres (see ``scheduling.lock_next_batch``):
-    what a GPU worker prefetches while its engine reads the current batch."""
-    locked = lock_next_batch(session, batch_size=batch_size, window_batches=window_batches)
+    """Claim the next engine batch of ``model``'s pages straight from Postgres (see
+    ``scheduling.lock_next_batch``): what a GPU worker prefetches while its engine reads the current
+    batch."""
+    locked = lock_next_batch(session, model=model, batch_size=batch_size, window_batches=window_batches)
     pages = [(page.document_id, page.page_no) for page in locked]
-    return claim_pages(session, pages, owner=owner, lease_s=lease_s)
+    return claim_pages(session, pages, model=model, owner=owner, lease_s=lease_s)
 
 
 def extend_leases(

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Page
 from scriptorium.messages import OCR_TASK
-from scriptorium.queueing import create_celery
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY
+from scriptorium.queueing import create_celery, gpu_queue
 from scriptorium.settings import Settings
 from scriptorium.storage import ObjectStore
 from tests.faults.servers import RedisServer
@@ -139,8 +140,9 @@ def test_page_messages_the_broker_lost_are_sent_again(
         client = ApiClient.for_new_tenant(fleet, sessions)
         document = client.upload(corpus / "pdf-real" / "normal_4pages.pdf", mode="base")
         queue = redis.Redis.from_url(fault_env["SCRIPTORIUM_REDIS__URL"])
-        wait_for(lambda: queue.llen("scriptorium.gpu") >= 1, timeout=60, what="the batch message")
-        queue.delete("scriptorium.gpu")  # the batch message is gone; the rows say "queued"
+        gpu = gpu_queue(DEFAULT_MODEL_FAMILY)
+        wait_for(lambda: queue.llen(gpu) >= 1, timeout=60, what="the batch message")
+        queue.delete(gpu)  # the batch message is gone; the rows say "queued"
         fleet.start_gpu_worker()
         assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
         assert_invariants(sessions, ids(document))
@@ -167,12 +169,13 @@ def test_a_page_message_delivered_many_times_is_read_once(
             fleet=fleet,
         )
         app = create_celery(settings)
+        queue = gpu_queue(DEFAULT_MODEL_FAMILY)
         for _ in range(
             4
         ):  # every page announced again and again, alone and as a batch, before any worker runs
             for page_no in range(1, 5):
-                app.send_task(OCR_TASK, kwargs={"pages": [[document["id"], page_no]]})
-            app.send_task(OCR_TASK, kwargs={"pages": [[document["id"], n] for n in range(1, 5)]})
+                app.send_task(OCR_TASK, kwargs={"pages": [[document["id"], page_no]]}, queue=queue)
+            app.send_task(OCR_TASK, kwargs={"pages": [[document["id"], n] for n in range(1, 5)]}, queue=queue)
         fleet.start_gpu_worker()
         assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
         events = [line for line in Path(fault_env["FAKE_ENGINE_EVENTS"]).read_text().splitlines()]

@@ -21,6 +21,7 @@ from scriptorium.lifecycle.claims import claim_next_batch, claim_page, claim_pag
 from scriptorium.lifecycle.documents import cancel_document, lock_document
 from scriptorium.lifecycle.recording import AttemptRecord, PageOutcome, Recorded, record_page_outcome
 from scriptorium.lifecycle.sweeping import sweep
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY
 from scriptorium.states import DocumentState
 from tests.support import builders
 from tests.support.units import RecordingSink, unit_of_work
@@ -165,7 +166,9 @@ def test_a_prefetched_batch_is_one_mode_under_one_lease(sessions: sessionmaker[S
     with sessions.begin() as session:  # a later transaction: the small document is the younger one
         builders.document_with_pages(session, owner, pages=4, mode="smallx")
     with sessions.begin() as session:
-        batch = claim_next_batch(session, batch_size=3, window_batches=4, owner="w", lease_s=60)
+        batch = claim_next_batch(
+            session, model=DEFAULT_MODEL_FAMILY, batch_size=3, window_batches=4, owner="w", lease_s=60
+        )
     assert len(batch) == 3
     assert {c.document_id for c in batch} == {tiny_doc}  # the head of the line decides the mode
     assert len({c.lease_token for c in batch}) == 1
@@ -178,11 +181,18 @@ def test_a_listed_batch_claims_only_what_is_still_claimable(
         assert claim_page(session, document_id, 2, owner="other", lease_s=60) is not None
     with db_sessions.begin() as session:
         batch = claim_pages(
-            session, [(document_id, 3), (document_id, 2), (document_id, 1)], owner="w", lease_s=60
+            session,
+            [(document_id, 3), (document_id, 2), (document_id, 1)],
+            model=DEFAULT_MODEL_FAMILY,
+            owner="w",
+            lease_s=60,
         )
     assert [c.page_no for c in batch] == [3, 1]  # in the listed order, page 2 is someone else's
     with db_sessions.begin() as session:
-        assert claim_pages(session, [(document_id, 1)], owner="w", lease_s=60) == []  # a duplicate message
+        duplicate = claim_pages(
+            session, [(document_id, 1)], model=DEFAULT_MODEL_FAMILY, owner="w", lease_s=60
+        )
+        assert duplicate == []  # a duplicate message
 
 
 def test_cancel_stops_queued_pages_and_fences_running_ones(

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Page
 from scriptorium.messages import Outbox
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY
 from scriptorium.queueing import Publisher, create_celery
 from scriptorium.settings import Settings
 from scriptorium.storage import ObjectStore
@@ -149,7 +150,7 @@ def test_duplicate_page_messages_produce_one_result(
     runs_before = len(_engine_events(fleet))
     for _ in range(3):
         for page_no in (1, 2, 3, 4):
-            outbox.ocr([(uuid.UUID(document["id"]), page_no)])
+            outbox.ocr([(uuid.UUID(document["id"]), page_no)], model=DEFAULT_MODEL_FAMILY)
     publisher.publish(outbox.take())
     time.sleep(3)
     assert len(_engine_events(fleet)) == runs_before

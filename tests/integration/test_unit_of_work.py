@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Tenant
 from scriptorium.messages import OCR_TASK, PREPARE_TASK, Message
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY
 from scriptorium.states import Lane
 from scriptorium.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from tests.support.units import RecordingSink
@@ -52,7 +53,7 @@ def test_leaving_without_commit_rolls_back_and_drops_the_messages(sessions: sess
     def failing_route() -> None:
         with UnitOfWork(sessions(), sink) as uow:
             uow.session.add(Tenant(name=name))
-            uow.outbox.ocr([(uuid.uuid4(), 1)])
+            uow.outbox.ocr([(uuid.uuid4(), 1)], model=DEFAULT_MODEL_FAMILY)
             uow.session.flush()
             raise RuntimeError("the route failed after registering a message")
 
@@ -67,9 +68,9 @@ def test_each_commit_publishes_what_was_registered_since_the_last(sessions: sess
     sink = RecordingSink()
     first, second = uuid.uuid4(), uuid.uuid4()
     with UnitOfWorkFactory(sessions, sink)() as uow:
-        uow.outbox.ocr([(first, 1)])
+        uow.outbox.ocr([(first, 1)], model=DEFAULT_MODEL_FAMILY)
         uow.commit()
-        uow.outbox.ocr([(second, 2)])
+        uow.outbox.ocr([(second, 2)], model=DEFAULT_MODEL_FAMILY)
         uow.rollback()  # a unit abandoned half-way sends nothing more
         uow.commit()
     assert [(m.task, m.kwargs["pages"]) for m in sink.published] == [(OCR_TASK, [[str(first), 1]])]

@@ -30,9 +30,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from scriptorium.model_families import DEFAULT_MODEL_FAMILY
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY, ModelFamily
 from scriptorium.modes import Mode, token_geometry
-from scriptorium.settings import Settings
+from scriptorium.settings import EngineSettings, Settings
 from worker.engine.base import Block, Engine, PageFailed, PageInput, PageResult, PromptTask, TokenCounts
 
 PROMPT_TEXT_TOKENS = 12  # BOS + the task prompt around the placeholders
@@ -70,7 +70,7 @@ class DeterministicEngine:
 
     @property
     def model(self) -> str:
-        return (self._settings.family or DEFAULT_MODEL_FAMILY).value
+        return served_family(self._settings).value
 
     def warmup(self) -> None:
         self.run([PageInput(page_no=0, image=Image.new("RGB", (64, 64), "white"), mode=Mode.TINY)])
@@ -152,3 +152,9 @@ class DeterministicEngine:
 
 def build(settings: Settings) -> Engine:
     return DeterministicEngine(settings)
+
+
+def served_family(settings: Settings | EngineSettings) -> ModelFamily:
+    """The family the test engine serves: ``engine.family``, else the fleet's default."""
+    engine = settings.engine if isinstance(settings, Settings) else settings
+    return engine.family or DEFAULT_MODEL_FAMILY

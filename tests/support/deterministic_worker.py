@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from scriptorium.settings import load_settings
-from tests.support.deterministic_engine import build
+from tests.support.deterministic_engine import build, served_family
 from worker.main import run_worker
 
 
@@ -27,6 +27,7 @@ def main() -> None:
         concurrency=args.concurrency,
         hostname=args.hostname,
         engine_factory=build,
+        family_of=served_family,
         ready_file=Path(args.ready_file) if args.ready_file else None,
     )
 

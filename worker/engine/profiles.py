@@ -13,8 +13,10 @@ No torch here: the fleet side (routing, rasterisation, settings) reads profiles 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from scriptorium.model_families import MODEL_FAMILY_NAMES, ModelFamily
@@ -140,3 +142,16 @@ def identify_checkpoint(config: Mapping[str, Any]) -> ModelProfile:
         f"config.json (model_type {model_type!r}, architectures {architectures!r}) is not a checkpoint "
         f"of a served family ({', '.join(MODEL_FAMILY_NAMES)}); expected {known}"
     )
+
+
+def identify_checkpoint_directory(directory: Path) -> ModelProfile:
+    """The family of the checkpoint in ``directory``, from its config.json alone (no weights read):
+    what a GPU worker serves, known before it loads anything."""
+    config_file = directory / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UnknownCheckpoint(f"{config_file} is not a readable config.json: {error}") from error
+    if not isinstance(config, dict):
+        raise UnknownCheckpoint(f"{config_file} must hold a JSON object")
+    return identify_checkpoint(config)

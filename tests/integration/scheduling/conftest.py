@@ -13,6 +13,7 @@ from scriptorium.db.models import Document, Page, Tenant, TenantUsage, UsageEntr
 from scriptorium.dispatch import admit_and_dispatch
 from scriptorium.lifecycle.claims import claim_page
 from scriptorium.lifecycle.recording import AttemptRecord, record_page_outcome
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY
 from scriptorium.states import DocumentState, PageState
 from tests.support import builders
 from tests.support.units import RecordingSink, unit_of_work
@@ -56,11 +57,12 @@ def backlog(
     pages: int,
     priority: str = "interactive",
     mode: str = "base",
+    model: str = DEFAULT_MODEL_FAMILY,
 ) -> uuid.UUID:
-    """A processing document whose pages are queued and not yet dispatched."""
+    """A processing document (read by ``model``) whose pages are queued and not yet dispatched."""
     with sessions.begin() as session:
         return builders.document_with_pages(
-            session, tenant, pages=pages, mode=mode, dispatched=False, priority=priority
+            session, tenant, pages=pages, mode=mode, dispatched=False, priority=priority, model=model
         ).id
 
 
@@ -78,11 +80,12 @@ def read_page(
     page_no: int,
     *attempts: AttemptRecord,
     revision: str = "rev-1",
-    model: str = "deepseek-ocr",
+    model: str = DEFAULT_MODEL_FAMILY,
 ) -> bool:
-    """Claim a page and record a result the way a GPU worker does; False when it could not be claimed."""
+    """Claim a page and record a result the way a GPU worker of ``model`` does; False when it could
+    not be claimed."""
     with unit_of_work(sessions) as uow:
-        claim = claim_page(uow.session, document_id, page_no, owner="test", lease_s=60)
+        claim = claim_page(uow.session, document_id, page_no, owner="test", lease_s=60, model=model)
         if claim is None:
             return False
         outcome = builders.page_outcome(

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Document
 from scriptorium.lifecycle.claims import claim_next_batch, claim_page
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY
 from scriptorium.states import DocumentState, Lane
 from tests.integration.scheduling.conftest import backlog, dispatch, new_tenant, page_states, read_page
 from tests.support.units import RecordingSink, cancel
@@ -93,7 +94,9 @@ def test_batch_companions_take_interactive_pages_first_then_tenants_in_turn(
     with sessions.begin() as session:
         claimed = claim_page(session, first_document, 1, owner="w", lease_s=60)
         assert claimed is not None
-        companions = claim_next_batch(session, batch_size=3, window_batches=1, owner="w", lease_s=60)
+        companions = claim_next_batch(
+            session, model=DEFAULT_MODEL_FAMILY, batch_size=3, window_batches=1, owner="w", lease_s=60
+        )
 
     # Interactive pages first; then the other bulk tenant, since the claimer's own page was its turn.
     assert sorted((c.document_id, c.page_no) for c in companions) == sorted(
@@ -113,7 +116,12 @@ def test_pages_of_a_paused_document_are_neither_dispatched_nor_claimed(
     assert dispatch(sessions, depth=10).pages == []
     assert not read_page(sessions, paused, 1)
     with sessions.begin() as session:
-        assert claim_next_batch(session, batch_size=8, window_batches=1, owner="w", lease_s=60) == []
+        assert (
+            claim_next_batch(
+                session, model=DEFAULT_MODEL_FAMILY, batch_size=8, window_batches=1, owner="w", lease_s=60
+            )
+            == []
+        )
     assert set(page_states(sessions, paused).values()) == {"queued"}
 
 

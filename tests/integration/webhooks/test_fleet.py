@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Page
 from scriptorium.messages import Outbox
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY
 from scriptorium.queueing import Publisher, create_celery
 from scriptorium.settings import Settings
 from scriptorium.storage import ObjectStore
@@ -156,7 +157,7 @@ def test_an_upload_produces_exactly_one_signed_completion_at_a_real_receiver(
         outbox = Outbox()
         for _ in range(3):  # duplicate page tasks, racing the real ones on two GPU workers
             for page_no in _pages(sessions, document_id):
-                outbox.ocr([(document_id, page_no)])
+                outbox.ocr([(document_id, page_no)], model=DEFAULT_MODEL_FAMILY)
         publisher.publish(outbox.take())
         finished = client.wait_terminal(document["id"])
         assert finished["state"] == "completed", finished

@@ -15,11 +15,11 @@ from worker.watchdog import Observation, Verdict, Watchdog, liveness_age, queue_
 
 
 def test_the_priority_sub_queues_are_watched_too() -> None:
-    assert queue_keys(["scriptorium.gpu"]) == [
-        "scriptorium.gpu",
-        "scriptorium.gpu\x06\x163",
-        "scriptorium.gpu\x06\x166",
-        "scriptorium.gpu\x06\x169",
+    assert queue_keys(["scriptorium.gpu.unlimited-ocr"]) == [
+        "scriptorium.gpu.unlimited-ocr",
+        "scriptorium.gpu.unlimited-ocr\x06\x163",
+        "scriptorium.gpu.unlimited-ocr\x06\x166",
+        "scriptorium.gpu.unlimited-ocr\x06\x169",
     ]
 
 

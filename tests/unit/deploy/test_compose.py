@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from scriptorium.model_families import MODEL_FAMILY_NAMES, ModelFamily
 from scriptorium.settings import Settings
 from tests.unit.deploy.deployment import (
     ALL_COMPOSE_FILES,
@@ -21,6 +23,7 @@ from tests.unit.deploy.deployment import (
     variables_in,
     with_defaults,
 )
+from worker.engine.profiles import profile_of
 
 FILE_IDS = [str(path.relative_to(ROOT)) for path in ALL_COMPOSE_FILES]
 BUILT_IMAGE = re.compile(r"^scriptorium-[a-z-]+:")
@@ -258,3 +261,40 @@ def test_the_cpu_override_moves_the_engine_to_the_cpu_and_keeps_timings_consiste
     hard_limit = int(worker["environment"]["SCRIPTORIUM_LIMITS__PAGE_HARD_TIME_LIMIT_S"])
     assert int(next(iter(timeouts.values()))) > 2 * hard_limit
     assert duration_seconds(worker["stop_grace_period"]) > hard_limit
+
+
+def test_the_two_models_override_adds_an_unlimited_ocr_worker_on_its_own_gpu_and_checkpoint() -> None:
+    base = services()
+    override = services(ROOT / "infra" / "compose" / "two-models.yml")
+    worker, fetch = override["worker-gpu-unlimited"], override["model-unlimited"]
+    unlimited = profile_of(ModelFamily.UNLIMITED_OCR)
+
+    base_device = base["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
+    device = worker["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
+    assert device == ["1"] != base_device, "each family on a GPU of its own"
+    assert worker["environment"]["SCRIPTORIUM_ENGINE__FAMILY"] == unlimited.family.value
+    assert worker["environment"]["SCRIPTORIUM_ENGINE__MODEL_PATH"] == unlimited.default_model_dir
+    assert worker["command"] == base["worker-gpu"]["command"], "--queues gpu: the queue of its family"
+
+    assert fetch["command"] == base["model"]["command"] and fetch["restart"] == "no"
+    assert fetch["environment"]["MODEL_FAMILY"] == unlimited.family.value
+    assert fetch["environment"]["MODEL_REPO"] == unlimited.hub_id
+    assert fetch["environment"]["SCRIPTORIUM_ENGINE__MODEL_PATH"] == unlimited.default_model_dir
+    assert fetch["volumes"] == ["models-unlimited:/models"]
+    assert worker["volumes"] == ["models-unlimited:/models:ro"]
+    assert base["model"]["volumes"] != fetch["volumes"], "its own checkpoint volume"
+    assert "models-unlimited" in load_compose(ROOT / "infra" / "compose" / "two-models.yml")["volumes"]
+    assert worker["depends_on"]["model-unlimited"] == {"condition": "service_completed_successfully"}
+
+    comparable = {"environment", "volumes", "depends_on", "deploy"}
+    same = {key: value for key, value in worker.items() if key not in comparable}
+    assert same == {key: value for key, value in base["worker-gpu"].items() if key not in comparable}
+    assert _without_device(worker)["deploy"] == _without_device(base["worker-gpu"])["deploy"]
+    shared = {
+        k: v for k, v in base["worker-gpu"]["environment"].items() if k != "SCRIPTORIUM_ENGINE__MODEL_PATH"
+    }
+    assert shared.items() <= worker["environment"].items(), "the same fleet settings as worker-gpu"
+
+    for name in ("api", "worker-cpu", "beat", "worker-gpu", "worker-gpu-unlimited"):
+        served = json.loads(override[name]["environment"]["SCRIPTORIUM_MODELS__SERVED"])
+        assert sorted(served) == sorted(MODEL_FAMILY_NAMES), name

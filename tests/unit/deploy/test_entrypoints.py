@@ -18,6 +18,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from scriptorium.cli import cli
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY
+from scriptorium.queueing import gpu_queue
 from tests.support import fleet as fleet_module
 from tests.support.fleet import SCRIPTORIUM, Fleet, ManagedProcess
 from tests.support.services import S3Server, postgres_database
@@ -43,7 +45,7 @@ def signature(arguments: list[str]) -> Signature:
     assert command is not None, f"scriptorium has no command {name!r}"
     parsed = command.make_context(name, rest, parent=root)  # raises on options the command lacks
     if name == "worker":
-        return ("worker", *sorted(resolve_queues(parsed.params["queues"].split(","))))
+        return ("worker", *sorted(resolve_queues(parsed.params["queues"].split(","), DEFAULT_MODEL_FAMILY)))
     return (name,)
 
 
@@ -83,7 +85,7 @@ def test_every_service_running_scriptorium_runs_what_the_tests_run(tested_signat
     assert set(found) == {"migrate", "api", "worker-cpu", "beat", "worker-gpu"}
     for name, arguments in found.items():
         assert signature(arguments) in tested_signatures, f"{name} runs {arguments}, which no test starts"
-    assert signature(found["worker-gpu"]) == ("worker", "scriptorium.gpu")
+    assert signature(found["worker-gpu"]) == ("worker", gpu_queue(DEFAULT_MODEL_FAMILY))
     assert signature(found["worker-cpu"]) == ("worker", "scriptorium.cpu")
 
 

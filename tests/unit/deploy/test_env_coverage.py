@@ -22,6 +22,7 @@ PROCESS_VARIABLES = {
     "HF_TOKEN",
     "HF_HUB_OFFLINE",
     "HF_HOME",
+    "MODEL_FAMILY",
     "MODEL_REPO",
     "MODEL_REVISION",
 }

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from scriptorium import metrics
 from scriptorium.db.migrate import upgrade
+from scriptorium.db.models import GpuWorker
 from scriptorium.db.session import make_engine, make_session_factory
 from scriptorium.settings import DatabaseSettings, Settings
 from scriptorium.states import DocumentState, PageState
@@ -105,6 +108,7 @@ def test_backlog_families_in_the_exposition_format() -> None:
         waiting_documents=1,
         oldest_waiting_document_age_s=12.0,
         preparing_documents=2,
+        pages_waiting_for_model={"unlimited-ocr": 7},
     )
     values = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -117,12 +121,16 @@ def test_backlog_families_in_the_exposition_format() -> None:
     assert values[("scriptorium_pages_queued", (("mode", "gundam"),))] == 2
     assert values[("scriptorium_pages_running", ())] == 4
     assert values[("scriptorium_documents_preparing", ())] == 2
+    assert values[("scriptorium_pages_waiting_for_model", (("model", "unlimited-ocr"),))] == 7
+    assert values[("scriptorium_pages_waiting_for_model", (("model", "deepseek-ocr"),))] == 0
 
 
 def test_an_unreachable_database_is_reported_not_raised() -> None:
     engine = make_engine(DatabaseSettings(url="postgresql+psycopg://nobody@127.0.0.1:1/none"))
     try:
-        text = generate_latest(metrics.backlog_registry(make_session_factory(engine))).decode()
+        text = generate_latest(
+            metrics.backlog_registry(make_session_factory(engine), gone_after_s=15)
+        ).decode()
     finally:
         engine.dispose()
     assert "scriptorium_backlog_up 0.0" in text
@@ -147,7 +155,7 @@ def fresh_sessions(fresh_database: str) -> Iterator[sessionmaker[Session]]:
 @pytest.mark.integration
 def test_the_backlog_is_read_from_postgres(fresh_sessions: sessionmaker[Session]) -> None:
     with fresh_sessions.begin() as session:
-        assert metrics.read_backlog(session) == metrics.Backlog()
+        assert metrics.read_backlog(session, gone_after_s=15) == metrics.Backlog()
     with fresh_sessions.begin() as session:
         owner = builders.tenant(session).tenant
         builders.document_with_pages(session, owner, pages=3, mode="base")
@@ -157,9 +165,20 @@ def test_the_backlog_is_read_from_postgres(fresh_sessions: sessionmaker[Session]
         builders.document_with_pages(session, owner, pages=0, state=DocumentState.PREPARING)
         finished = builders.document_with_pages(session, owner, pages=1, state=DocumentState.COMPLETED)
         finished.pages[0].state = PageState.DONE
+        builders.document_with_pages(session, owner, pages=2, model="unlimited-ocr")
+        session.add(GpuWorker(identity="gpu-a:1", model="deepseek-ocr", model_revision="r1"))
+        session.add(
+            GpuWorker(
+                identity="gpu-b:1",
+                model="unlimited-ocr",
+                model_revision="r2",
+                last_seen_at=func.now() - timedelta(seconds=60),  # silent: gone
+            )
+        )
     with fresh_sessions.begin() as session:
-        backlog = metrics.read_backlog(session)
-    assert backlog.queued_pages_by_mode == {"base": 3, "gundam": 1}
+        backlog = metrics.read_backlog(session, gone_after_s=15)
+    assert backlog.queued_pages_by_mode == {"base": 5, "gundam": 1}
+    assert backlog.pages_waiting_for_model == {"unlimited-ocr": 2}  # deepseek-ocr has a live worker
     assert backlog.running_pages == 1
     assert backlog.waiting_documents == 1
     assert backlog.preparing_documents == 1
@@ -187,11 +206,18 @@ def test_a_gpu_worker_process_publishes_its_engine_start(tmp_path: Path, setting
 
     loads = sample("scriptorium_engines_ready")
     ready = tmp_path / "ready"
-    runtime = ProcessState(settings, build, ready).start()  # announces its revision in Postgres
+    state = ProcessState(settings, build, ready)
+    runtime = state.start()  # announces its revision and itself (gpu_workers) in Postgres
     try:
         assert ready.exists()
         assert sample("scriptorium_engines_ready") == 1 >= loads
         assert sample("scriptorium_model_load_seconds") >= 0
         assert runtime.ocr_engine is not None
+        with runtime.sessions() as session:
+            row = session.get(GpuWorker, runtime.identity)
+            assert row is not None and row.model == runtime.ocr_engine.model
     finally:
+        state.shut_down()  # a clean exit takes the row with it
+        with runtime.sessions() as session:
+            assert session.get(GpuWorker, runtime.identity) is None
         runtime.close()

@@ -29,7 +29,7 @@ PROMQL_FUNCTIONS_AND_KEYWORDS = {
     "le",
     "on",
 }
-LABELS = {"mode", "queue", "outcome", "reason", "instance", "kind", "job", "from_mode", "to_mode"}
+LABELS = {"mode", "queue", "outcome", "reason", "instance", "kind", "job", "from_mode", "to_mode", "model"}
 
 
 def _yaml(path: Path) -> Any:

@@ -1,6 +1,7 @@
 import uuid
 
 from scriptorium.messages import LANE_PRIORITY, Outbox
+from scriptorium.model_families import DEFAULT_MODEL_FAMILY
 from scriptorium.states import Lane
 from tests.support.units import RecordingSink
 
@@ -16,7 +17,7 @@ def test_messages_carry_each_document_s_lane() -> None:
     bulk, interactive, unknown = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     outbox = Outbox()
     outbox.prepare(bulk, "req-1", Lane.BULK)
-    outbox.ocr([(interactive, 1)], None, Lane.INTERACTIVE)
+    outbox.ocr([(interactive, 1)], None, Lane.INTERACTIVE, model=DEFAULT_MODEL_FAMILY)
     sink = RecordingSink()
     sink.publish(outbox.take())
     assert sink.documents == [(bulk, "req-1")] and sink.pages == [(interactive, 1, None)]
