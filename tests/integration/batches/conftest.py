@@ -176,9 +176,11 @@ def start_processing(sessions: sessionmaker[Session], document_id: uuid.UUID) ->
 
 
 def read_page(sessions: sessionmaker[Session], document_id: uuid.UUID, *, fail: bool = False) -> Event | None:
-    """Claim and record the document's page through the product's guarded transitions."""
+    """Claim and record the document's page through the product's guarded transitions, as a
+    worker of the document's model family would."""
     with sessions.begin() as session:
-        claim = claim_page(session, document_id, 1, owner="test", lease_s=60)
+        model = session.execute(select(Document.model).where(Document.id == document_id)).scalar_one()
+        claim = claim_page(session, document_id, 1, owner="test", lease_s=60, model=model)
         assert claim is not None
     outcome = builders.page_outcome(fail=fail, mode="tiny")
     with unit_of_work(sessions) as uow:
