@@ -9,6 +9,7 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -18,7 +19,7 @@ from scriptorium.db.models import Document, Page
 from scriptorium.storage import ObjectStore
 from tests.integration.batches.conftest import png
 from tests.support.client import ApiClient, ids
-from tests.support.fleet import Fleet, running_fleet, wait_until
+from tests.support.fleet import Fleet, ManagedProcess, running_fleet, wait_until
 from tests.support.invariants import assert_invariants
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
@@ -41,9 +42,10 @@ def _pages(sessions: sessionmaker[Session], document_id: str) -> list[Page]:
         )
 
 
-def test_a_gpu_worker_killed_mid_batch_leaves_every_page_done_exactly_once(
+def _four_pages_on_the_engine(
     fleet: Fleet, sessions: sessionmaker[Session], corpus: Path
-) -> None:
+) -> tuple[ManagedProcess, ApiClient, dict[str, Any]]:
+    """A GPU worker reading a 4-page document as one batch (2 s a page), caught in the middle."""
     fleet.start_cpu_worker()
     worker = fleet.start_gpu_worker(engine_env={"FAKE_ENGINE_DELAY_S": "2"})
     client = ApiClient.for_new_tenant(fleet, sessions)
@@ -54,6 +56,13 @@ def test_a_gpu_worker_killed_mid_batch_leaves_every_page_done_exactly_once(
         what="the four pages to be on the engine as one batch",
         fleet=fleet,
     )
+    return worker, client, document
+
+
+def test_a_gpu_worker_killed_mid_batch_leaves_every_page_done_exactly_once(
+    fleet: Fleet, sessions: sessionmaker[Session], corpus: Path
+) -> None:
+    worker, client, document = _four_pages_on_the_engine(fleet, sessions, corpus)
     worker.kill_group(signal.SIGKILL)  # the whole worker: main process and the pool child
     fleet.start_gpu_worker("worker-gpu-2")
     assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
@@ -66,16 +75,7 @@ def test_a_pool_child_cancelled_mid_batch_hands_its_pages_back_and_keeps_its_eng
     fleet: Fleet, sessions: sessionmaker[Session], corpus: Path
 ) -> None:
     """What Celery does to a running task when the broker connection drops (SIGTERM to the child)."""
-    fleet.start_cpu_worker()
-    worker = fleet.start_gpu_worker(engine_env={"FAKE_ENGINE_DELAY_S": "2"})
-    client = ApiClient.for_new_tenant(fleet, sessions)
-    document = client.upload(corpus / "pdf-real" / "normal_4pages.pdf", mode="base")
-    wait_until(
-        lambda: client.document(document["id"])["pages"].get("running", 0) == 4,
-        timeout=60,
-        what="the four pages to be on the engine as one batch",
-        fleet=fleet,
-    )
+    worker, client, document = _four_pages_on_the_engine(fleet, sessions, corpus)
     [child] = worker.children()
     os.kill(child, signal.SIGTERM)
     assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -12,20 +11,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scriptorium.db.models import Document
 from scriptorium.lifecycle.claims import extend_prepare_lease
-from scriptorium.settings import Settings
 from scriptorium.states import DocumentState
 from tests.support import builders
 from worker.lease_keeper import keeping_lease
 from worker.runtime import WorkerRuntime
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def runtime(settings: Settings) -> Iterator[WorkerRuntime]:
-    built = WorkerRuntime.build(settings)
-    yield built
-    built.close()
 
 
 def _preparing(sessions: sessionmaker[Session], *, lease_s: float) -> Document:

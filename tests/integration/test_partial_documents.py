@@ -31,13 +31,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def runtime(settings: Settings) -> Iterator[WorkerRuntime]:
-    built = WorkerRuntime.build(settings)
-    yield built
-    built.close()
-
-
-@pytest.fixture(scope="module")
 def api(settings: Settings, store: ObjectStore) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as client:
         yield client
