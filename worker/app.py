@@ -31,6 +31,7 @@ from scriptorium.messages import (
 from scriptorium.queueing import create_celery
 from scriptorium.settings import Settings
 from worker.assembly import store_document_result
+from worker.cancellation import listen_for_stop
 from worker.heartbeat import Heartbeat
 from worker.ingestion import expand_batch, ingest_watch, poll_watches
 from worker.ocr import ocr_batch
@@ -108,6 +109,7 @@ def create_worker_app(
 
     @signals.worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
     def _start_process(**_: Any) -> None:
+        listen_for_stop()
         state.start()
 
     @signals.worker_process_shutdown.connect(weak=False)  # type: ignore[untyped-decorator]

@@ -1,4 +1,5 @@
-"""Cancelling a running task hands its claims back instead of dying with them.
+"""Cancelling a running task hands its claims back instead of dying with them; stopping a worker
+lets its drain end after the batch on the engine.
 
 When a worker loses its broker connection, Celery terminates the late-acknowledged tasks it is
 running (``worker_cancel_long_running_tasks_on_connection_loss``) by sending SIGTERM to the pool
@@ -11,17 +12,30 @@ A task declared ``cancellable`` turns that SIGTERM into :class:`TaskCancelled`, 
 task is. Its own clean-up releases what it holds with the attempts refunded, and the process
 stays, engine and all. Outside such a task, billiard's handler applies (``SystemExit``, the
 process goes).
+
+A worker asked to stop (``docker compose stop``: SIGTERM to the main process, Celery's warm
+shutdown) waits for its running task, and an OCR task drains for minutes. So the main process
+sends :data:`STOP_SIGNAL` to its pool processes as the shutdown begins (:func:`stop_drains`); a
+pool process that installed :func:`listen_for_stop` then has :func:`stop_requested` answer True,
+and the feed reads no batch after the one on the engine: that one is read and recorded, the one
+prefetched is handed back unread, and the worker exits in about one batch time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 from scriptorium.errors import DependencyUnavailable
+
+STOP_SIGNAL = signal.SIGUSR2  # free in pool processes: billiard uses SIGUSR1 for soft time limits
+_stop = threading.Event()
 
 
 class TaskCancelled(DependencyUnavailable):
@@ -52,3 +66,24 @@ def cancellable() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def listen_for_stop() -> None:
+    """In a pool process (main thread, after the fork): note a stop request instead of dying."""
+    _stop.clear()
+    signal.signal(STOP_SIGNAL, lambda signum, frame: _stop.set())
+
+
+def stop_requested() -> bool:
+    return _stop.is_set()
+
+
+def stop_drains(**_: Any) -> None:
+    """In the worker's main process, as its shutdown begins: ask every pool process to stop
+    draining after its current batch (connected to Celery's ``worker_shutting_down``)."""
+    from billiard.process import active_children
+
+    for child in active_children():
+        if child.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, STOP_SIGNAL)

@@ -21,6 +21,7 @@ from scriptorium.model_families import ModelFamily
 from scriptorium.queueing import CPU_QUEUE, GPU_QUEUES, create_celery, gpu_queue
 from scriptorium.settings import Settings
 from worker.app import create_worker_app
+from worker.cancellation import stop_drains
 from worker.engine.base import Engine
 from worker.engine.profiles import identify_checkpoint_directory
 from worker.metrics_server import start_worker_exporter
@@ -111,6 +112,7 @@ def run_worker(
     log.info("worker.queues", queues=resolved, model=family)
     start_worker_exporter(settings.metrics)
     _watch_broker(settings, resolved, ready_file)
+    signals.worker_shutting_down.connect(stop_drains, weak=False)
     app.worker_main(
         [
             "worker",

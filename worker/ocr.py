@@ -53,7 +53,7 @@ from scriptorium.policy import RoutingPolicy
 from scriptorium.settings import Settings
 from scriptorium.states import PageState
 from scriptorium.storage import figure_key
-from worker.cancellation import TaskCancelled
+from worker.cancellation import TaskCancelled, stop_requested
 from worker.engine.base import (
     BatchPageFailures,
     Engine,
@@ -189,7 +189,7 @@ class FeedPipeline:
             current: LoadedBatch | None = self._load_or_release(first)
             recording: Future[None] | None = None
             while current is not None:
-                prefetch = _submit(prefetcher, self._prefetch) if time.monotonic() < self.deadline else None
+                prefetch = _submit(prefetcher, self._prefetch) if self._may_go_on() else None
                 try:
                     self._read(current)
                 except BaseException as error:  # the batch on the engine: its attempt may count
@@ -201,9 +201,17 @@ class FeedPipeline:
                     recording.result()  # the previous batch is written before this one is queued
                 recording = _submit(recorder, self._record, current)
                 current = prefetch.result() if prefetch is not None else None
+                if current is not None and stop_requested():  # the worker is stopping: hand it back
+                    _release(self.runtime, current.claims, None, never_read=True, resend=True)
+                    self.held.drop(current.claims)
+                    current = None
                 self.timings.engine_waited_s += time.monotonic() - waited
             if recording is not None:
                 recording.result()
+
+    def _may_go_on(self) -> bool:
+        """Whether to prepare another batch: not past the drain's deadline, the worker not stopping."""
+        return time.monotonic() < self.deadline and not stop_requested()
 
     def _release_held(self, error: BaseException) -> None:
         """After a failure, once the helper threads are done: hand back what is still held (a

@@ -187,3 +187,41 @@ def test_a_cpu_worker_killed_mid_intake_loses_no_archive_member(
     assert len(documents) == 60, finished
     assert {d.state for d in documents} == {"completed"}
     assert_invariants(sessions, [d.id for d in documents])
+
+
+def test_a_stopped_gpu_worker_ends_its_drain_after_the_batch_on_the_engine(
+    fleet: Fleet, sessions: sessionmaker[Session], corpus: Path
+) -> None:
+    """``docker compose stop``: SIGTERM to the worker's main process (Celery's warm shutdown)."""
+    fleet.start_cpu_worker()
+    client = ApiClient.for_new_tenant(fleet, sessions)
+    documents = [
+        client.upload(corpus / "pdf-real" / "normal_4pages.pdf", mode="tiny", dedup="false") for _ in range(5)
+    ]
+    wait_until(
+        lambda: all(client.document(d["id"])["pages_total"] == 4 for d in documents),
+        timeout=120,
+        what="the documents to be prepared",
+        fleet=fleet,
+    )
+    worker = fleet.start_gpu_worker(
+        engine_env={"FAKE_ENGINE_BATCH_DELAY_S": "2", "SCRIPTORIUM_ENGINE__MAX_BATCH_PAGES": "2"}
+    )
+    wait_until(lambda: "batch.prefetched" in worker.log(), timeout=60, what="a prefetched batch", fleet=fleet)
+    os.kill(worker.pid, signal.SIGTERM)  # the main process only, as compose does
+    assert worker.process is not None
+    worker.process.wait(timeout=15)  # about one batch, not the 20 pages of the drain
+    pages = [page for document in documents for page in _pages(sessions, document["id"])]
+    assert not [page for page in pages if page.state == "running"], "the stop left pages held"
+    done = [page for page in pages if page.state == "done"]
+    assert 0 < len(done) < len(pages)
+    assert all(page.attempts == 1 for page in done)
+    assert all(page.attempts == 0 for page in pages if page.state == "queued"), "a page was charged"
+    assert "prefetched, not read" in worker.log()
+
+    fleet.start_gpu_worker("worker-gpu-2")
+    for document in documents:
+        assert client.wait_terminal(document["id"], timeout=180)["state"] == "completed"
+    for document in documents:
+        assert all(len(page.ocr_attempts) == 1 for page in _pages(sessions, document["id"]))
+    assert_invariants(sessions, ids(*documents))
