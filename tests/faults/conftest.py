@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from scriptorium.storage import ObjectStore
 from tests.faults.servers import RedisServer
+from tests.support.fleet import Fleet, running_fleet
 
 # A worker's watchdog looks every second; the broker gone for 10 s, or a consumer idle beside
 # waiting messages for 15 s, makes it exit for the supervisor to restart it.
@@ -33,3 +35,12 @@ def redis_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Red
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def fleet(fault_env: dict[str, str], store: ObjectStore, tmp_path: Path) -> Iterator[Fleet]:
+    """The API and beat (with the sweeper) under test; each test starts the workers it needs."""
+    with running_fleet(fault_env, tmp_path) as fleet:
+        fleet.start_api()
+        fleet.start_beat()
+        yield fleet

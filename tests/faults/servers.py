@@ -82,13 +82,18 @@ class RedisServer:
 
 
 def _postgres_binary(name: str) -> str:
+    """``name`` on the PATH, else in the server's bin directory as ``pg_config`` reports it (Debian
+    keeps initdb and pg_ctl off the PATH)."""
     found = shutil.which(name)
     if found:
         return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    if not candidates:
-        raise RuntimeError(f"PostgreSQL's {name} is missing")
-    return str(candidates[-1])
+    pg_config = shutil.which("pg_config")
+    if pg_config is not None:
+        bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False).stdout
+        candidate = Path(bindir.strip()) / name
+        if bindir.strip() and candidate.exists():
+            return str(candidate)
+    raise RuntimeError(f"PostgreSQL's {name} is missing (neither on the PATH nor in pg_config --bindir)")
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,9 @@ from scriptorium.settings import Settings
 from scriptorium.storage import ObjectStore
 from tests.faults.servers import RedisServer
 from tests.support.client import ApiClient, ids
-from tests.support.fleet import running_fleet, wait_until
+from tests.support.fleet import Fleet, running_fleet, wait_until
 from tests.support.invariants import assert_invariants
+from tests.support.rows import pages_of
 from tests.support.services import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
@@ -106,83 +106,59 @@ def test_a_hung_broker_makes_workers_exit_for_their_supervisor_and_work_resumes(
 
 
 def test_a_prepare_message_the_broker_lost_is_sent_again(
-    fault_env: dict[str, str],
-    store: ObjectStore,
-    sessions: sessionmaker[Session],
-    corpus: Path,
-    tmp_path: Path,
+    fleet: Fleet, fault_env: dict[str, str], sessions: sessionmaker[Session], corpus: Path
 ) -> None:
-    with running_fleet(fault_env, tmp_path) as fleet:
-        fleet.start_api()
-        fleet.start_beat()
-        fleet.start_gpu_worker()
-        client = ApiClient.for_new_tenant(fleet, sessions)
-        document = client.upload(corpus / "pdf-real" / "crazyones.pdf")
-        queue = redis.Redis.from_url(fault_env["SCRIPTORIUM_REDIS__URL"])
-        wait_for(lambda: queue.llen("scriptorium.cpu") > 0, timeout=10, what="the prepare message")
-        queue.delete("scriptorium.cpu")  # the message is lost; the row still says "received"
-        fleet.start_cpu_worker()
-        assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
-        assert_invariants(sessions, ids(document))
+    fleet.start_gpu_worker()
+    client = ApiClient.for_new_tenant(fleet, sessions)
+    document = client.upload(corpus / "pdf-real" / "crazyones.pdf")
+    queue = redis.Redis.from_url(fault_env["SCRIPTORIUM_REDIS__URL"])
+    wait_for(lambda: queue.llen("scriptorium.cpu") > 0, timeout=10, what="the prepare message")
+    queue.delete("scriptorium.cpu")  # the message is lost; the row still says "received"
+    fleet.start_cpu_worker()
+    assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
+    assert_invariants(sessions, ids(document))
 
 
 def test_page_messages_the_broker_lost_are_sent_again(
-    fault_env: dict[str, str],
-    store: ObjectStore,
-    sessions: sessionmaker[Session],
-    corpus: Path,
-    tmp_path: Path,
+    fleet: Fleet, fault_env: dict[str, str], sessions: sessionmaker[Session], corpus: Path
 ) -> None:
-    with running_fleet(fault_env, tmp_path) as fleet:
-        fleet.start_api()
-        fleet.start_cpu_worker()
-        fleet.start_beat()
-        client = ApiClient.for_new_tenant(fleet, sessions)
-        document = client.upload(corpus / "pdf-real" / "normal_4pages.pdf", mode="base")
-        queue = redis.Redis.from_url(fault_env["SCRIPTORIUM_REDIS__URL"])
-        gpu = gpu_queue(DEFAULT_MODEL_FAMILY)
-        wait_for(lambda: queue.llen(gpu) >= 1, timeout=60, what="the batch message")
-        queue.delete(gpu)  # the batch message is gone; the rows say "queued"
-        fleet.start_gpu_worker()
-        assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
-        assert_invariants(sessions, ids(document))
+    fleet.start_cpu_worker()
+    client = ApiClient.for_new_tenant(fleet, sessions)
+    document = client.upload(corpus / "pdf-real" / "normal_4pages.pdf", mode="base")
+    queue = redis.Redis.from_url(fault_env["SCRIPTORIUM_REDIS__URL"])
+    gpu = gpu_queue(DEFAULT_MODEL_FAMILY)
+    wait_for(lambda: queue.llen(gpu) >= 1, timeout=60, what="the batch message")
+    queue.delete(gpu)  # the batch message is gone; the rows say "queued"
+    fleet.start_gpu_worker()
+    assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
+    assert_invariants(sessions, ids(document))
 
 
 def test_a_page_message_delivered_many_times_is_read_once(
+    fleet: Fleet,
     fault_env: dict[str, str],
     settings: Settings,
-    store: ObjectStore,
     sessions: sessionmaker[Session],
     corpus: Path,
-    tmp_path: Path,
 ) -> None:
-    with running_fleet(fault_env, tmp_path) as fleet:
-        fleet.start_api()
-        fleet.start_cpu_worker()
-        fleet.start_beat()
-        client = ApiClient.for_new_tenant(fleet, sessions)
-        document = client.upload(corpus / "pdf-real" / "normal_4pages.pdf", mode="base")
-        wait_until(
-            lambda: client.document(document["id"])["state"] == "processing",
-            timeout=60,
-            what="the pages to be queued",
-            fleet=fleet,
-        )
-        app = create_celery(settings)
-        queue = gpu_queue(DEFAULT_MODEL_FAMILY)
-        for _ in range(
-            4
-        ):  # every page announced again and again, alone and as a batch, before any worker runs
-            for page_no in range(1, 5):
-                app.send_task(OCR_TASK, kwargs={"pages": [[document["id"], page_no]]}, queue=queue)
-            app.send_task(OCR_TASK, kwargs={"pages": [[document["id"], n] for n in range(1, 5)]}, queue=queue)
-        fleet.start_gpu_worker()
-        assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
-        events = [line for line in Path(fault_env["FAKE_ENGINE_EVENTS"]).read_text().splitlines()]
-        assert len(events) == 4, "each page reached the engine exactly once"
-        with sessions() as session:
-            pages = session.execute(
-                select(Page).where(Page.document_id == uuid.UUID(document["id"]))
-            ).scalars()
-            assert {page.attempts for page in pages} == {1}
-        assert_invariants(sessions, ids(document))
+    fleet.start_cpu_worker()
+    client = ApiClient.for_new_tenant(fleet, sessions)
+    document = client.upload(corpus / "pdf-real" / "normal_4pages.pdf", mode="base")
+    wait_until(
+        lambda: client.document(document["id"])["state"] == "processing",
+        timeout=60,
+        what="the pages to be queued",
+        fleet=fleet,
+    )
+    app = create_celery(settings)
+    queue = gpu_queue(DEFAULT_MODEL_FAMILY)
+    for _ in range(4):  # every page announced again and again, alone and as a batch, before any worker runs
+        for page_no in range(1, 5):
+            app.send_task(OCR_TASK, kwargs={"pages": [[document["id"], page_no]]}, queue=queue)
+        app.send_task(OCR_TASK, kwargs={"pages": [[document["id"], n] for n in range(1, 5)]}, queue=queue)
+    fleet.start_gpu_worker()
+    assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
+    events = Path(fault_env["FAKE_ENGINE_EVENTS"]).read_text().splitlines()
+    assert len(events) == 4, "each page reached the engine exactly once"
+    assert {page.attempts for page in pages_of(sessions, document["id"])} == {1}
+    assert_invariants(sessions, ids(document))

@@ -9,15 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from scriptorium.db.models import Document, Page
+from scriptorium.db.models import Document
 from scriptorium.settings import StorageSettings
 from scriptorium.storage import ObjectStore
 from tests.support.client import ApiClient, ids
 from tests.support.fleet import Fleet, running_fleet, wait_until
 from tests.support.invariants import assert_invariants
+from tests.support.rows import pages_of
 from tests.support.services import S3Server, seaweedfs
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
@@ -67,15 +67,6 @@ def _outage_lines(process_log: str) -> list[dict[str, object]]:
     return lines
 
 
-def _pages(sessions: sessionmaker[Session], document_id: str) -> list[Page]:
-    with sessions() as session:
-        return list(
-            session.execute(
-                select(Page).where(Page.document_id == uuid.UUID(document_id)).order_by(Page.page_no)
-            ).scalars()
-        )
-
-
 def test_storage_down_during_ocr_costs_no_attempt(
     fleet: Fleet, own_s3: S3Server, sessions: sessionmaker[Session], corpus: Path
 ) -> None:
@@ -94,7 +85,7 @@ def test_storage_down_during_ocr_costs_no_attempt(
     assert client.document(document["id"])["state"] == "processing"  # waiting, not failing
     own_s3.start()
     assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
-    pages = _pages(sessions, document["id"])
+    pages = pages_of(sessions, document["id"])
     assert [page.state for page in pages] == ["done"] * 4
     assert [page.attempts for page in pages] == [1] * 4, "an outage is not the page's attempt"
     waits = _outage_lines(gpu.log())

@@ -7,7 +7,6 @@ import os
 import signal
 import uuid
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,31 +14,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from scriptorium.db.models import Document, Page
-from scriptorium.storage import ObjectStore
+from scriptorium.db.models import Document
 from tests.integration.batches.conftest import png
 from tests.support.client import ApiClient, ids
-from tests.support.fleet import Fleet, ManagedProcess, running_fleet, wait_until
+from tests.support.fleet import Fleet, ManagedProcess, wait_until
 from tests.support.invariants import assert_invariants
+from tests.support.rows import pages_of
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def fleet(fault_env: dict[str, str], store: ObjectStore, tmp_path: Path) -> Iterator[Fleet]:
-    with running_fleet(fault_env, tmp_path) as fleet:
-        fleet.start_api()
-        fleet.start_beat()
-        yield fleet
-
-
-def _pages(sessions: sessionmaker[Session], document_id: str) -> list[Page]:
-    with sessions() as session:
-        return list(
-            session.execute(
-                select(Page).where(Page.document_id == uuid.UUID(document_id)).order_by(Page.page_no)
-            ).scalars()
-        )
 
 
 def _four_pages_on_the_engine(
@@ -66,7 +48,7 @@ def test_a_gpu_worker_killed_mid_batch_leaves_every_page_done_exactly_once(
     worker.kill_group(signal.SIGKILL)  # the whole worker: main process and the pool child
     fleet.start_gpu_worker("worker-gpu-2")
     assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
-    for page in _pages(sessions, document["id"]):
+    for page in pages_of(sessions, document["id"]):
         assert page.state == "done" and page.attempts == 2 and len(page.ocr_attempts) == 1
     assert_invariants(sessions, ids(document))
 
@@ -79,7 +61,7 @@ def test_a_pool_child_cancelled_mid_batch_hands_its_pages_back_and_keeps_its_eng
     [child] = worker.children()
     os.kill(child, signal.SIGTERM)
     assert client.wait_terminal(document["id"], timeout=120)["state"] == "completed"
-    for page in _pages(sessions, document["id"]):  # the cancelled read cost no attempt
+    for page in pages_of(sessions, document["id"]):  # the cancelled read cost no attempt
         assert page.state == "done" and page.attempts == 1 and len(page.ocr_attempts) == 1
     assert worker.children() == [child], "the pool process (and its engine) should have stayed"
     assert "task.cancelled" in worker.log()
@@ -113,7 +95,7 @@ def test_a_poison_page_is_dead_lettered_and_the_document_is_partial(
     assert finished["state"] == "partial"
     dead = client.page(document["id"], 3)
     assert dead["state"] == "dead" and dead["error"]["code"] == "attempts_exhausted"
-    assert [p.state for p in _pages(sessions, document["id"])] == ["done", "done", "dead", "done"]
+    assert [p.state for p in pages_of(sessions, document["id"])] == ["done", "done", "dead", "done"]
     result = client.result_json(document["id"])
     assert result["failed_pages"] == [3]
     markdown = client.result_markdown(document["id"])
@@ -211,7 +193,7 @@ def test_a_stopped_gpu_worker_ends_its_drain_after_the_batch_on_the_engine(
     os.kill(worker.pid, signal.SIGTERM)  # the main process only, as compose does
     assert worker.process is not None
     worker.process.wait(timeout=15)  # about one batch, not the 20 pages of the drain
-    pages = [page for document in documents for page in _pages(sessions, document["id"])]
+    pages = [page for document in documents for page in pages_of(sessions, document["id"])]
     assert not [page for page in pages if page.state == "running"], "the stop left pages held"
     done = [page for page in pages if page.state == "done"]
     assert 0 < len(done) < len(pages)
@@ -223,5 +205,5 @@ def test_a_stopped_gpu_worker_ends_its_drain_after_the_batch_on_the_engine(
     for document in documents:
         assert client.wait_terminal(document["id"], timeout=180)["state"] == "completed"
     for document in documents:
-        assert all(len(page.ocr_attempts) == 1 for page in _pages(sessions, document["id"]))
+        assert all(len(page.ocr_attempts) == 1 for page in pages_of(sessions, document["id"]))
     assert_invariants(sessions, ids(*documents))

@@ -11,17 +11,17 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from scriptorium.db.models import Document, Page
+from scriptorium.db.models import Document
 from scriptorium.lifecycle.claims import claim_page
 from scriptorium.lifecycle.recording import record_page_outcome
 from scriptorium.settings import Settings
 from scriptorium.storage import ObjectStore
 from tests.support import builders
 from tests.support.invariants import assert_invariants
+from tests.support.rows import pages_of
 from tests.support.units import unit_of_work
 from tests.unit.prepare.broken_pdf import GOOD, HUGE, NOT_A_PAGE, pdf_with_pages
 from worker.preparation import prepare_document
@@ -36,15 +36,6 @@ def api(settings: Settings, store: ObjectStore) -> Iterator[TestClient]:
         yield client
 
 
-def _pages(sessions: sessionmaker[Session], document_id: uuid.UUID) -> list[Page]:
-    with sessions() as session:
-        return list(
-            session.execute(
-                select(Page).where(Page.document_id == document_id).order_by(Page.page_no)
-            ).scalars()
-        )
-
-
 def test_an_unreadable_page_fails_alone_and_the_document_ends_partial(
     api: TestClient, runtime: WorkerRuntime, sessions: sessionmaker[Session], store: ObjectStore
 ) -> None:
@@ -57,7 +48,7 @@ def test_an_unreadable_page_fails_alone_and_the_document_ends_partial(
 
     prepare_document(runtime, document_id)
 
-    pages = _pages(sessions, document_id)
+    pages = pages_of(sessions, document_id)
     assert [(page.page_no, page.state, page.error_code) for page in pages] == [
         (1, "queued", None),
         (2, "failed", "corrupt"),
