@@ -49,7 +49,7 @@ from PIL import Image, ImageDraw
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from scriptorium.db.migrate import upgrade
+from bench.services import PRODUCTION_TIMINGS, scratch_services, settings_from
 from scriptorium.db.models import Document, Page, Tenant, UsageEntry
 from scriptorium.db.session import make_engine, make_session_factory
 from scriptorium.dispatch import admit_and_dispatch
@@ -58,11 +58,10 @@ from scriptorium.settings import Settings
 from scriptorium.states import TERMINAL_DOCUMENT_STATES, PageState
 from scriptorium.storage import ObjectStore
 from scriptorium.unit_of_work import UnitOfWork
-from tests.conftest import service_env
 from tests.support import builders
 from tests.support.fleet import Fleet, ManagedProcess, running_fleet
 from tests.support.invariants import assert_invariants
-from tests.support.services import postgres_database, redis_database, seaweedfs, wait_for
+from tests.support.services import wait_for
 
 TICKS = os.sysconf("SC_CLK_TCK")
 CLAIM_EVENTS = ("batch.claimed", "batch.prefetched")
@@ -370,16 +369,6 @@ def print_table(rungs: list[Rung]) -> None:
         )
 
 
-def _settings(env: dict[str, str]) -> Settings:
-    saved = dict(os.environ)
-    os.environ.update({k: v for k, v in env.items() if k.startswith("SCRIPTORIUM_")})
-    try:
-        return Settings(_env_file=None)  # type: ignore[call-arg]
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -394,24 +383,15 @@ def main() -> None:
     ladder = [int(n) for n in args.ladder.split(",")]
     documents = max(1, args.pages // args.pages_per_document)
     workdir = Path(tempfile.mkdtemp(prefix="scriptorium-bench-"))
-    with postgres_database() as db_url, redis_database() as redis_url, seaweedfs(workdir / "s3") as s3:
-        upgrade(db_url)
+    with scratch_services(workdir) as scratch:
         env = {
-            **os.environ,
-            **service_env(db_url, redis_url, s3, "scriptorium-bench"),
-            # Production timings (settings defaults), not the tests' short ones: a lease of a few
-            # seconds would expire on this loaded VM and turn queueing delay into re-reads.
+            **scratch.env,
+            **PRODUCTION_TIMINGS,
             "SCRIPTORIUM_LIMITS__LEASE_S": "120",
-            "SCRIPTORIUM_LIMITS__LOST_MESSAGE_AFTER_S": "300",
-            "SCRIPTORIUM_LIMITS__SWEEP_INTERVAL_S": "15",
             "SCRIPTORIUM_LIMITS__DISPATCH_DEPTH": "64",
-            "SCRIPTORIUM_LIMITS__PAGE_SOFT_TIME_LIMIT_S": "500",
-            "SCRIPTORIUM_LIMITS__PAGE_HARD_TIME_LIMIT_S": "600",
-            "SCRIPTORIUM_REDIS__VISIBILITY_TIMEOUT_S": "3600",
             "SCRIPTORIUM_ENGINE__MAX_BATCH_PAGES": str(args.batch),
-            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
         }
-        settings = _settings(env)
+        settings = settings_from(env)
         store = ObjectStore(settings.storage)
         store.ensure_bucket()
         for page_no in range(1, args.pages_per_document + 1):
@@ -437,7 +417,7 @@ def main() -> None:
                     publisher=publisher,
                     tenants=tenants,
                     settings=settings,
-                    s3_pid=s3.process.pid,
+                    s3_pid=scratch.s3.process.pid,
                     workers=workers,
                     documents=documents,
                     pages_per_document=args.pages_per_document,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -31,35 +30,24 @@ from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from scriptorium.db.migrate import upgrade
+from bench.services import PRODUCTION_TIMINGS, scratch_services, settings_from
 from scriptorium.db.models import Page
 from scriptorium.db.session import make_engine, make_session_factory
 from scriptorium.modes import Mode
 from scriptorium.settings import Settings
 from scriptorium.storage import ObjectStore
-from tests.conftest import service_env
 from tests.support import builders
 from tests.support.client import ApiClient
 from tests.support.corpus import corpus_path
 from tests.support.deterministic_engine import DeterministicEngine
 from tests.support.fleet import Fleet, running_fleet
-from tests.support.services import postgres_database, redis_database, seaweedfs, wait_for
+from tests.support.services import wait_for
 from worker.engine.base import PageInput
 from worker.prepare.render import render_pages
 
 SAMPLE = corpus_path("pdf-real", "normal_4pages.pdf")
 TARGET_MS = 10.0
 TARGET_DUTY = 95.0
-
-
-def _settings(env: dict[str, str]) -> Settings:
-    saved = dict(os.environ)
-    os.environ.update({k: v for k, v in env.items() if k.startswith("SCRIPTORIUM_")})
-    try:
-        return Settings(_env_file=None)  # type: ignore[call-arg]
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def rasterise(settings: Settings) -> tuple[float, float]:
@@ -169,24 +157,16 @@ def main() -> None:
     )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="scriptorium-bench-"))
-    with postgres_database() as db_url, redis_database() as redis_url, seaweedfs(workdir / "s3") as s3:
-        upgrade(db_url)
+    with scratch_services(workdir) as scratch:
         env = {
-            **os.environ,
-            **service_env(db_url, redis_url, s3, "scriptorium-bench"),
+            **scratch.env,
+            **PRODUCTION_TIMINGS,
             "SCRIPTORIUM_LOG__LEVEL": "WARNING",
             "SCRIPTORIUM_LIMITS__DISPATCH_DEPTH": "64",
-            # Production timings: the tests' short ones re-send every message older than 6 s.
-            "SCRIPTORIUM_LIMITS__LOST_MESSAGE_AFTER_S": "300",
             "SCRIPTORIUM_LIMITS__LEASE_S": "60",
-            "SCRIPTORIUM_LIMITS__SWEEP_INTERVAL_S": "15",
-            "SCRIPTORIUM_LIMITS__PAGE_SOFT_TIME_LIMIT_S": "500",
-            "SCRIPTORIUM_LIMITS__PAGE_HARD_TIME_LIMIT_S": "600",
-            "SCRIPTORIUM_REDIS__VISIBILITY_TIMEOUT_S": "3600",
             "SCRIPTORIUM_ENGINE__MAX_BATCH_PAGES": str(args.batch),
-            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
         }
-        settings = _settings(env)
+        settings = settings_from(env)
         store = ObjectStore(settings.storage)
         store.ensure_bucket()
         database = make_engine(settings.db)

@@ -30,14 +30,11 @@ from pathlib import Path
 
 import httpx
 
-from scriptorium.db.migrate import upgrade
+from bench.services import scratch_services, settings_from
 from scriptorium.db.session import make_engine, make_session_factory
-from scriptorium.settings import Settings
 from scriptorium.storage import ObjectStore
-from tests.conftest import service_env
 from tests.support import builders
 from tests.support.fleet import running_fleet
-from tests.support.services import postgres_database, redis_database, seaweedfs
 
 MIB = 1024 * 1024
 BLOCK = os.urandom(MIB)  # generated uploads repeat it; each starts with its own id, so hashes differ
@@ -75,16 +72,6 @@ class Throughput:
             f"| {self.label} | {self.documents} | {self.documents / self.seconds:.1f} "
             f"| {self.bytes_sent / MIB / self.seconds:.1f} |"
         )
-
-
-def _settings(env: dict[str, str]) -> Settings:
-    saved = dict(os.environ)
-    os.environ.update({k: v for k, v in env.items() if k.startswith("SCRIPTORIUM_")})
-    try:
-        return Settings(_env_file=None)  # type: ignore[call-arg]
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _upload(client: httpx.Client, size: int) -> None:
@@ -157,17 +144,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="parallel client connections")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="scriptorium-bench-intake-"))
-    with postgres_database() as db_url, redis_database() as redis_url, seaweedfs(workdir / "s3") as s3:
-        upgrade(db_url)
+    with scratch_services(workdir) as scratch:
         env = {
-            **os.environ,
-            **service_env(db_url, redis_url, s3, "scriptorium-bench"),
+            **scratch.env,
             "SCRIPTORIUM_LOG__LEVEL": "WARNING",
             "SCRIPTORIUM_LIMITS__MAX_UPLOAD_BYTES": str((args.stream_mb + 1) * MIB),
             "SCRIPTORIUM_RATE_LIMIT__REQUESTS_PER_S": "0",  # measure the API, not its rate limit
-            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
         }
-        settings = _settings(env)
+        settings = settings_from(env)
         ObjectStore(settings.storage).ensure_bucket()
         database = make_engine(settings.db)
         with make_session_factory(database).begin() as session:

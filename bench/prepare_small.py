@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import statistics
 import tempfile
 import time
@@ -35,16 +34,14 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from scriptorium.db.migrate import upgrade
+from bench.services import scratch_services, settings_from
 from scriptorium.db.models import Document
 from scriptorium.logging import configure_logging
 from scriptorium.settings import Settings
 from scriptorium.states import DocumentState
 from scriptorium.storage import raw_key
-from tests.conftest import service_env
 from tests.support import builders
 from tests.support.corpus import corpus_path
-from tests.support.services import postgres_database, redis_database, seaweedfs
 from worker.preparation import prepare_document
 from worker.prepare.render import render_pages
 from worker.prepare.sandbox import RenderSandbox
@@ -118,10 +115,9 @@ def main() -> None:
 
 @contextmanager
 def _services(workdir: Path) -> Iterator[Settings]:
-    with postgres_database() as db_url, redis_database() as redis_url, seaweedfs(workdir / "s3") as s3:
-        upgrade(db_url)
+    with scratch_services(workdir) as scratch:
         values = {
-            **service_env(db_url, redis_url, s3, "scriptorium-bench"),
+            **scratch.env,
             "SCRIPTORIUM_LOG__LEVEL": "WARNING",
             # The broker stays full for the whole run (the first 64 pages' messages stay live), as on
             # a fleet working through a backlog: dispatch sends nothing, so its cost does not grow
@@ -129,14 +125,7 @@ def _services(workdir: Path) -> Iterator[Settings]:
             "SCRIPTORIUM_LIMITS__DISPATCH_DEPTH": "64",
             "SCRIPTORIUM_LIMITS__LOST_MESSAGE_AFTER_S": "86400",
         }
-        saved = dict(os.environ)
-        os.environ.update(values)
-        try:
-            settings = Settings(_env_file=None)  # type: ignore[call-arg]
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-        yield settings
+        yield settings_from(values)
 
 
 def _page_png() -> bytes:

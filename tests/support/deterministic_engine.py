@@ -105,7 +105,8 @@ class DeterministicEngine:
         started = time.perf_counter()
         ahead = page.prepared
         prepared_ahead = isinstance(ahead, _Prepared) and (ahead.mode, ahead.task) == (page.mode, page.task)
-        digest = (ahead if isinstance(ahead, _Prepared) and prepared_ahead else self._prepare(page)).digest
+        prepared = ahead if isinstance(ahead, _Prepared) and prepared_ahead else self._prepare(page)
+        digest = prepared.digest
         if self.delay_s:
             time.sleep(self.delay_s)
         width, height = page.image.size
